@@ -1,0 +1,55 @@
+"""ReLU linear attention with 3D RoPE on the numerator only (LiteLAReLURope / CachedCausalAttention semantics).
+
+Layout is token-major: q, k, v are (B, N, H, d) after the across-heads RMSNorm, before ReLU. RoPE tables cos/sin are
+(N, d/2) float32, one angle per interleaved pair (x[2i], x[2i+1]).
+
+    kr = rope(relu(k)), qr = rope(relu(q))
+    vk    = sum_n v_n kr_n^T          (B, H, d, d) fp32    -- state numerator, vk[b,h,i,j] = sum_n v[n,i] kr[n,j]
+    k_sum = sum_n relu(k_n)           (B, H, d)    fp32    -- unrotated: the denominator ignores RoPE
+    out_n = (vk @ qr_n) / (k_sum . relu(q_n) + eps)
+
+The streaming form adds the previous blocks' (vk, k_sum) before `apply`; see core/model for the state object.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def rope_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate interleaved pairs of the last dim. x (B, N, H, d); cos/sin (N, d/2). Returns x's dtype promoted with fp32."""
+    x_even, x_odd = x[..., 0::2], x[..., 1::2]                  # (B, N, H, d/2)
+    c = cos[None, :, None, :]
+    s = sin[None, :, None, :]
+    out = torch.stack((x_even * c - x_odd * s, x_even * s + x_odd * c), dim=-1)  # (B, N, H, d/2, 2)
+    return out.flatten(-2)
+
+
+def linear_attn_state_reference(k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+                                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """This chunk's own contribution: vk (B, H, d, d) fp32 and k_sum (B, H, d) fp32."""
+    k_relu = torch.relu(k.float())
+    k_rot = rope_pairs(k_relu, cos, sin)                        # (B, N, H, d) fp32
+    vk = torch.einsum("bnhi,bnhj->bhij", v.float(), k_rot)      # (B, H, d, d)
+    k_sum = k_relu.sum(dim=1)                                   # (B, H, d)
+    return vk, k_sum
+
+
+def linear_attn_apply_reference(q: torch.Tensor, vk: torch.Tensor, k_sum: torch.Tensor, cos: torch.Tensor,
+                                sin: torch.Tensor, eps: float) -> torch.Tensor:
+    """out (B, N, H, d) in q.dtype from the total state (this chunk + previous blocks)."""
+    q_relu = torch.relu(q.float())
+    q_rot = rope_pairs(q_relu, cos, sin)                        # (B, N, H, d)
+    num = torch.einsum("bhij,bnhj->bnhi", vk, q_rot)            # (B, N, H, d)
+    den = torch.einsum("bhj,bnhj->bnh", k_sum, q_relu)          # (B, N, H)
+    return (num / (den[..., None] + eps)).to(q.dtype)
+
+
+def linear_attn_state(k, v, cos, sin):
+    """Dispatch: Triton kernel on CUDA when available, else the reference."""
+    return linear_attn_state_reference(k, v, cos, sin)
+
+
+def linear_attn_apply(q, vk, k_sum, cos, sin, eps):
+    """Dispatch: Triton kernel on CUDA when available, else the reference."""
+    return linear_attn_apply_reference(q, vk, k_sum, cos, sin, eps)
