@@ -16,6 +16,11 @@ from __future__ import annotations
 import torch
 
 
+def _acc(x: torch.Tensor) -> torch.Tensor:
+    """Accumulation precision: at least fp32 (fp64 inputs stay fp64 so float64 references are exact)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def rope_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate interleaved pairs of the last dim. x (B, N, H, d); cos/sin (N, d/2). Returns x's dtype promoted with fp32."""
     x_even, x_odd = x[..., 0::2], x[..., 1::2]                  # (B, N, H, d/2)
@@ -28,9 +33,9 @@ def rope_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 def linear_attn_state_reference(k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
                                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """This chunk's own contribution: vk (B, H, d, d) fp32 and k_sum (B, H, d) fp32."""
-    k_relu = torch.relu(k.float())
+    k_relu = torch.relu(_acc(k))
     k_rot = rope_pairs(k_relu, cos, sin)                        # (B, N, H, d) fp32
-    vk = torch.einsum("bnhi,bnhj->bhij", v.float(), k_rot)      # (B, H, d, d)
+    vk = torch.einsum("bnhi,bnhj->bhij", _acc(v), k_rot)      # (B, H, d, d)
     k_sum = k_relu.sum(dim=1)                                   # (B, H, d)
     return vk, k_sum
 
@@ -38,10 +43,10 @@ def linear_attn_state_reference(k: torch.Tensor, v: torch.Tensor, cos: torch.Ten
 def linear_attn_apply_reference(q: torch.Tensor, vk: torch.Tensor, k_sum: torch.Tensor, cos: torch.Tensor,
                                 sin: torch.Tensor, eps: float) -> torch.Tensor:
     """out (B, N, H, d) in q.dtype from the total state (this chunk + previous blocks)."""
-    q_relu = torch.relu(q.float())
+    q_relu = torch.relu(_acc(q))
     q_rot = rope_pairs(q_relu, cos, sin)                        # (B, N, H, d)
-    num = torch.einsum("bhij,bnhj->bnhi", vk, q_rot)            # (B, N, H, d)
-    den = torch.einsum("bhj,bnhj->bnh", k_sum, q_relu)          # (B, N, H)
+    num = torch.einsum("bhij,bnhj->bnhi", vk.to(q_rot.dtype), q_rot)            # (B, N, H, d)
+    den = torch.einsum("bhj,bnhj->bnh", k_sum.to(q_relu.dtype), q_relu)          # (B, N, H)
     return (num / (den[..., None] + eps)).to(q.dtype)
 
 
