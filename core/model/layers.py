@@ -1,0 +1,231 @@
+"""Building blocks of the SANA-Video Linear DiT in token-major layout (B, N, D), N = T*H'*W' in (f, h, w) order.
+
+Every module here holds exactly the parameters of its diffusers / official counterpart (fused where the official
+code fuses: qkv, cross kv; 1x1 convs as Linears; the dense (3,1) temporal conv as Linear(3D, D)).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.config import TransformerConfig
+from core.kernels.linear_attention import linear_attn_apply, linear_attn_state
+
+# depthwise conv calls above this many elements are split (int32 indexing limit, as the official code does)
+_MAX_CONV_ELEMENTS = 2**30
+# additive text-mask bias of the official code and diffusers: masked keys get exp(-1e4) == 0
+TEXT_MASK_BIAS = -10000.0
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm over the last dim: statistics in fp32, result in the input dtype, then the learned weight."""
+
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return normed.to(x.dtype) * self.weight.to(x.dtype)
+
+
+def layer_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """LayerNorm without affine parameters over the last dim."""
+    return F.layer_norm(x, (x.shape[-1],), eps=eps)
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, frames: int) -> torch.Tensor:
+    """x (B, N, D) * (1 + scale) + shift with per-frame shift/scale (B, T', D), T' in {1, frames}."""
+    b, n, d = x.shape
+    x4 = x.view(b, frames, n // frames, d)                                   # (B, T, HW, D)
+    out = x4 * (1 + scale[:, :, None]) + shift[:, :, None]
+    return out.view(b, n, d)
+
+
+def gated(x: torch.Tensor, gate: torch.Tensor, frames: int) -> torch.Tensor:
+    """gate (B, T', D) * x (B, N, D) per frame."""
+    b, n, d = x.shape
+    return (x.view(b, frames, n // frames, d) * gate[:, :, None]).view(b, n, d)
+
+
+def timestep_sinusoid(t: torch.Tensor, dim: int = 256, max_period: float = 10000.0) -> torch.Tensor:
+    """[cos, sin] embedding (diffusers Timesteps(flip_sin_to_cos=True, downscale_freq_shift=0)). t (M,) -> (M, dim) fp32."""
+    half = dim // 2
+    exponent = -math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device)
+    freqs = torch.exp(exponent / half)
+    args = t[:, None].float() * freqs[None, :]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+class TimestepEmbedder(nn.Module):
+    """Sinusoid(256) -> Linear -> SiLU -> Linear: the pre-t_block embedding `t` (used by the final layer)."""
+
+    def __init__(self, hidden: int, freq_dim: int = 256) -> None:
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.linear_1 = nn.Linear(freq_dim, hidden)
+        self.linear_2 = nn.Linear(hidden, hidden)
+
+    def forward(self, t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        emb = timestep_sinusoid(t, self.freq_dim).to(dtype)
+        return self.linear_2(F.silu(self.linear_1(emb)))
+
+
+class CaptionProjection(nn.Module):
+    """Linear -> GELU(tanh) -> Linear (PixArtAlphaTextProjection / official y_proj Mlp)."""
+
+    def __init__(self, in_features: int, hidden: int) -> None:
+        super().__init__()
+        self.linear_1 = nn.Linear(in_features, hidden)
+        self.linear_2 = nn.Linear(hidden, hidden)
+
+    def forward(self, caption: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(F.gelu(self.linear_1(caption), approximate="tanh"))
+
+
+class LinearSelfAttention(nn.Module):
+    """LiteLAReLURope: fused qkv (no bias) -> RMSNorm across heads on q, k -> ReLU linear attention with 3D RoPE on
+    the numerator -> out projection. With a streaming state, previous blocks' (vk, k_sum) are added to this chunk's."""
+
+    def __init__(self, dim: int, heads: int, norm_eps: float, attn_eps: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.head_dim = dim // heads
+        self.attn_eps = attn_eps
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.norm_q = RMSNorm(dim, norm_eps)
+        self.norm_k = RMSNorm(dim, norm_eps)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                prev_vk: torch.Tensor | None = None, prev_k_sum: torch.Tensor | None = None,
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x (B, N, D) -> (out (B, N, D), own vk (B, H, d, d) fp32, own k_sum (B, H, d) fp32)."""
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).chunk(3, dim=-1)                                # 3 x (B, N, D)
+        q = self.norm_q(q).view(b, n, self.heads, self.head_dim)              # (B, N, H, d)
+        k = self.norm_k(k).view(b, n, self.heads, self.head_dim)
+        v = v.reshape(b, n, self.heads, self.head_dim)
+        own_vk, own_k_sum = linear_attn_state(k, v, cos, sin)
+        vk, k_sum = own_vk, own_k_sum
+        if prev_vk is not None:
+            vk = own_vk + prev_vk                                             # official: vk += cum_vk
+            k_sum = own_k_sum + prev_k_sum
+        out = linear_attn_apply(q, vk, k_sum, cos, sin, self.attn_eps)        # (B, N, H, d) in x.dtype
+        return self.out(out.reshape(b, n, d)), own_vk, own_k_sum
+
+
+class CrossAttention(nn.Module):
+    """Softmax cross-attention to the caption: q Linear+bias, fused kv Linear+bias, RMSNorm across heads on q and k,
+    SDPA with the additive text-mask bias, out Linear+bias. K/V come precomputed from `text_kv`."""
+
+    def __init__(self, dim: int, heads: int, norm_eps: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.head_dim = dim // heads
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.norm_q = RMSNorm(dim, norm_eps)
+        self.norm_k = RMSNorm(dim, norm_eps)
+        self.out = nn.Linear(dim, dim)
+
+    def text_kv(self, caption: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """caption (B, L, D) projected+normed -> K, V (B, H, L, d), computed once per prompt."""
+        b, tokens, _ = caption.shape
+        k, v = self.kv(caption).chunk(2, dim=-1)
+        k = self.norm_k(k)
+        k = k.view(b, tokens, self.heads, self.head_dim).transpose(1, 2).contiguous()
+        v = v.reshape(b, tokens, self.heads, self.head_dim).transpose(1, 2).contiguous()
+        return k, v
+
+    def forward(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """x (B, N, D); k, v (B, H, L, d); bias (B, 1, 1, L) additive."""
+        b, n, d = x.shape
+        q = self.norm_q(self.q(x)).view(b, n, self.heads, self.head_dim).transpose(1, 2)   # (B, H, N, d)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)                    # (B, H, N, d)
+        return self.out(out.transpose(1, 2).reshape(b, n, d))
+
+
+class MixFFN(nn.Module):
+    """GLUMBConvTemp in token-major form.
+
+    inverted 1x1 conv (Linear D->2F, bias) -> SiLU -> depthwise 3x3 per frame (bias) -> x * SiLU(gate) (first half x,
+    second half gate) -> point 1x1 conv (Linear F->D, no bias) = u -> u + Conv_t(u), where the dense (D, D, 3, 1)
+    temporal kernel is Linear(3D, D) over [u_{t-1}, u_t, u_{t+1}] (tap 0 looks one frame back). The frame before the
+    first one is `prev_frame` (streaming) or zero; the frame after the last one is always zero (CachedGLUMBConvTemp).
+    """
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.hidden = hidden
+        self.inverted = nn.Linear(dim, 2 * hidden)
+        self.depthwise = nn.Conv2d(2 * hidden, 2 * hidden, 3, padding=1, groups=2 * hidden)
+        self.point = nn.Linear(hidden, dim, bias=False)
+        self.temporal = nn.Linear(3 * dim, dim, bias=False)
+
+    def _depthwise(self, h: torch.Tensor, frames: int, height: int, width: int) -> torch.Tensor:
+        """h (B, N, 2F) -> depthwise 3x3 conv over each frame, same shape. Runs channels-last (no transposed copy)."""
+        b, n, c = h.shape
+        img = h.view(b * frames, height, width, c).permute(0, 3, 1, 2)      # (B*T, 2F, H', W') channels-last view
+        per_call = max(1, _MAX_CONV_ELEMENTS // max(1, c * height * width))
+        if b * frames <= per_call:
+            out = self.depthwise(img)
+        else:
+            out = torch.cat([self.depthwise(part) for part in img.split(per_call, dim=0)], dim=0)
+        return out.permute(0, 2, 3, 1).reshape(b, n, c)
+
+    def forward(self, x: torch.Tensor, frames: int, height: int, width: int,
+                prev_frame: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, N, D) -> (y (B, N, D), u (B, T, H'W', D) post-point-conv features)."""
+        b, n, d = x.shape
+        h = F.silu(self.inverted(x))                                          # (B, N, 2F)
+        h = self._depthwise(h, frames, height, width)
+        value, gate = h.chunk(2, dim=-1)
+        u = self.point(value * F.silu(gate)).view(b, frames, height * width, d)   # (B, T, HW, D)
+        left = u.new_zeros(b, 1, height * width, d) if prev_frame is None else prev_frame[:, None].to(u.dtype)
+        right = u.new_zeros(b, 1, height * width, d)
+        padded = torch.cat([left, u, right], dim=1)                           # (B, T+2, HW, D)
+        stacked = torch.cat([padded[:, :-2], u, padded[:, 2:]], dim=-1)       # (B, T, HW, 3D) [u_{t-1}, u_t, u_{t+1}]
+        y = u + self.temporal(stacked)
+        return y.view(b, n, d), u
+
+
+class SanaVideoBlock(nn.Module):
+    """x += gate_msa * attn(mod(LN(x))); x += cross(x); x += gate_mlp * ffn(mod(LN(x)))."""
+
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        dim = cfg.hidden_size
+        self.norm_eps = cfg.norm_eps
+        self.scale_shift_table = nn.Parameter(torch.zeros(6, dim))
+        self.attn = LinearSelfAttention(dim, cfg.num_attention_heads, cfg.qk_norm_eps, cfg.linear_attn_eps)
+        self.cross = CrossAttention(dim, cfg.num_cross_attention_heads, cfg.cross_norm_eps)
+        self.ffn = MixFFN(dim, cfg.ffn_hidden)
+
+    def forward(self, x: torch.Tensor, t_mod: torch.Tensor, text_k: torch.Tensor, text_v: torch.Tensor,
+                text_bias: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, grid: tuple[int, int, int],
+                prev_vk: torch.Tensor | None = None, prev_k_sum: torch.Tensor | None = None,
+                prev_frame: torch.Tensor | None = None,
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x (B, N, D); t_mod (B, T', 6, D). Returns (x, own vk, own k_sum, u (B, T, HW, D))."""
+        frames, height, width = grid
+        mod = self.scale_shift_table.to(t_mod.dtype) + t_mod                 # (B, T', 6, D)
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod.unbind(dim=2)
+
+        h = modulate(layer_norm(x, self.norm_eps), shift_msa, scale_msa, frames).to(x.dtype)
+        attn_out, own_vk, own_k_sum = self.attn(h, cos, sin, prev_vk, prev_k_sum)
+        x = x + gated(attn_out, gate_msa, frames)
+
+        x = x + self.cross(x, text_k, text_v, text_bias)
+
+        h = modulate(layer_norm(x, self.norm_eps), shift_mlp, scale_mlp, frames).to(x.dtype)
+        ffn_out, u = self.ffn(h, frames, height, width, prev_frame)
+        x = x + gated(ffn_out, gate_mlp, frames)
+        return x, own_vk, own_k_sum, u
