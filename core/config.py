@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 
-class ConfigError(ValueError):
-    """A configuration that cannot describe a SANA-Video transformer."""
+from core.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -83,7 +82,8 @@ class TransformerConfig:
 
     # ---- conversions ----
     _DIFFUSERS_ONLY_KEYS = ("_class_name", "_diffusers_version", "_name_or_path", "attention_bias",
-                            "norm_elementwise_affine", "guidance_embeds", "timestep_scale", "qk_norm_eps")
+                            "norm_elementwise_affine", "guidance_embeds", "timestep_scale", "qk_norm_eps",
+                            "dropout", "interpolation_scale", "guidance_embeds_scale")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], **overrides: Any) -> TransformerConfig:

@@ -3,11 +3,14 @@ wrong and, where there is one, what to do about it."""
 
 from __future__ import annotations
 
-from core.config import ConfigError
 
 
 class StudioError(Exception):
     """Base class of all user-facing errors."""
+
+
+class ConfigError(StudioError, ValueError):
+    """A configuration that cannot describe a SANA-Video transformer (or a VAE / text encoder)."""
 
 
 class CheckpointError(StudioError):

@@ -1,0 +1,361 @@
+"""The generation engine: prompt timeline in, plain events out (and an MP4 when asked).
+
+LongSANA loop per block (reference/sana-video.md 1.9): 4 denoising steps that read the constant-size state of all
+previous blocks, then one clean t=0 pass that writes this block's contribution; the VAE decodes each block as soon as
+it is done with a causal cache kept across blocks. The engine never imports Qt or quant: callers pass a
+`model_transform` (quantization) in.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from core.errors import ExportError, StudioError, TimelineError
+from core.events import (
+    BlockDoneEvent,
+    BlockPreviewEvent,
+    Cancelled,
+    CancelToken,
+    ErrorEvent,
+    Event,
+    FinishedEvent,
+    StageEvent,
+    StepEvent,
+)
+from core.model import BlockContribution, StreamState
+from core.registry import ResolvedModel, resolve_model
+from core.timeline import Timeline, video_frames_for_latent_frames
+
+log = logging.getLogger(__name__)
+
+LATENT_CHANNELS = 16
+VAE_STRIDE = 8
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@dataclass
+class GenerateRequest:
+    timeline: Timeline
+    seed: int = 0
+    output: str | None = None          # MP4 path; None = no export (frames still stream as events)
+    crf: int = 18
+    steps: int | None = None           # base sampler only (LongSANA always uses its 4 distilled steps)
+    guidance: float | None = None      # base sampler only
+    preview_every_step: bool = True
+
+
+@dataclass
+class BlockPlan:
+    """One block to generate: absolute latent frame range, its prompt and the seed its noise comes from."""
+    index: int
+    start: int
+    end: int
+    prompt: str
+    seed: int
+
+
+@dataclass
+class ResumePoint:
+    """Everything needed to continue after block k-1 without re-running blocks < k.
+
+    contributions: the clean-pass contributions of blocks 0..k-1 (state = their sum, last frame of k-1);
+    prev_latents: block k-1's clean latents (1, C, t, h, w) and prev_prompt: its prompt (for the prompt-switch
+    recache); vae_cache: the streaming decoder's cache after block k-1."""
+    contributions: list[BlockContribution] = field(default_factory=list)
+    prev_latents: torch.Tensor | None = None
+    prev_prompt: str | None = None
+    prev_start: int = 0
+    vae_cache: dict[str, torch.Tensor] | None = None
+
+
+class Engine:
+    """Holds the loaded model parts; `generate` runs one job and yields events."""
+
+    def __init__(self, resolved: ResolvedModel, transformer, vae, text_encoder, device: torch.device,
+                 dtype: torch.dtype, precision: str) -> None:
+        self.resolved = resolved
+        self.transformer = transformer
+        self.vae = vae                    # core.vae.WanStreamingDecoder
+        self.text_encoder = text_encoder  # core.text_encoder.TextEncoder
+        self.device = device
+        self.dtype = dtype
+        self.precision = precision
+        self._text_cache: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, model: str = "demo", *, device: str = "auto", precision: str = "auto",
+             model_transform: Callable[[Any, torch.device], tuple[Any, str]] | None = None,
+             download: bool = False, progress: Callable[[Event], None] | None = None) -> Engine:
+        """Load a registry model id, a local model folder, or 'demo'.
+
+        model_transform(transformer, device) -> (transformer, precision_name) is where quant plugs in."""
+        from core.checkpoints import load_transformer
+        from core.text_encoder import TextEncoder
+        from core.vae import load_wan_vae
+
+        dev = pick_device(device)
+        resolved = resolve_model(model, download=download)
+        # bf16 on GPUs (the released mixed precision), fp32 on the CPU (bf16 matmuls are slow there)
+        dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+        if progress:
+            progress(StageEvent("load", f"transformer from {resolved.transformer}"))
+        preset = None if resolved.preset == "tiny" else resolved.preset
+        transformer = load_transformer(resolved.transformer, device=dev, dtype=dtype, preset=preset)
+        used_precision = "bf16" if dtype == torch.bfloat16 else "fp32"
+        if model_transform is not None and precision != "fp32":
+            transformer, used_precision = model_transform(transformer, dev)
+        if progress:
+            progress(StageEvent("load", "VAE"))
+        vae = load_wan_vae(resolved.vae, device=dev, dtype=torch.float32)
+        if progress:
+            progress(StageEvent("load", "text encoder"))
+        text_encoder = TextEncoder.from_pretrained(resolved.text_encoder, resolved.tokenizer, device=dev)
+        log.info("loaded %s on %s (%s)", resolved.id, dev, used_precision)
+        return cls(resolved, transformer, vae, text_encoder, dev, dtype, used_precision)
+
+    @classmethod
+    def demo(cls, device: str = "cpu") -> Engine:
+        return cls.load("demo", device=device)
+
+    @property
+    def info(self) -> dict[str, Any]:
+        r = self.resolved
+        return {
+            "model_id": r.id, "revision": r.revision, "is_demo": r.is_demo, "label": r.label, "sampler": r.sampler,
+            "device": str(self.device), "precision": self.precision, "height": r.height, "width": r.width,
+            "fps": r.fps, "latent_channels": LATENT_CHANNELS,
+        }
+
+    # ------------------------------------------------------------------ planning
+    def plan_blocks(self, timeline: Timeline, seed: int) -> list[BlockPlan]:
+        timeline.validate()
+        clips = timeline.block_clips()
+        return [BlockPlan(i, s, e, clip.prompt, clip.seed if clip.seed is not None else seed)
+                for i, ((s, e), clip) in enumerate(zip(timeline.blocks(), clips))]
+
+    def _latent_hw(self) -> tuple[int, int]:
+        return self.resolved.height // VAE_STRIDE, self.resolved.width // VAE_STRIDE
+
+    # ------------------------------------------------------------------ text
+    def _encode(self, prompt: str, motion_score: int):
+        key = f"{motion_score}\x00{prompt}"
+        if key not in self._text_cache:
+            enc = self.text_encoder.encode([prompt], motion_score=motion_score)
+            self._text_cache[key] = self.transformer.encode_text(enc.embeds, enc.mask)
+        return self._text_cache[key]
+
+    def _maybe_offload_text_encoder(self) -> None:
+        if self.device.type != "cuda":
+            return
+        total = torch.cuda.get_device_properties(self.device).total_memory
+        if total < 20 * 2**30:  # memory is short: the 5 GB encoder leaves the GPU between jobs
+            self.text_encoder.offload()
+
+    # ------------------------------------------------------------------ public job
+    def generate(self, request: GenerateRequest, cancel: CancelToken | None = None) -> Iterator[Event]:
+        """Run a whole generation; never raises: failures become ErrorEvent, cancellation FinishedEvent(cancelled)."""
+        cancel = cancel or CancelToken()
+        t0 = time.perf_counter()
+        frames: list[np.ndarray] = []
+        try:
+            if request.output is not None:
+                _check_output_path(request.output)
+            plans = self.plan_blocks(request.timeline, request.seed)
+            if self.resolved.sampler == "base":
+                yield from self._generate_base(request, plans, cancel, frames)
+            else:
+                for ev in self.run_blocks(plans, request.timeline.motion_score, cancel):
+                    if isinstance(ev, BlockPreviewEvent):
+                        frames.extend(ev.frames)
+                    yield ev
+            path = None
+            if request.output is not None:
+                yield StageEvent("export", str(request.output))
+                path = str(self.export(frames, request.output, request.timeline, request.seed, crf=request.crf))
+            yield FinishedEvent(path, len(frames), time.perf_counter() - t0)
+        except Cancelled:
+            yield FinishedEvent(None, len(frames), time.perf_counter() - t0, cancelled=True)
+        except StudioError as exc:
+            yield ErrorEvent(str(exc), type(exc).__name__)
+        except torch.cuda.OutOfMemoryError as exc:  # pragma: no cover - GPU only
+            yield ErrorEvent(f"the GPU ran out of memory: {exc}", "OutOfMemory")
+        except Exception as exc:  # noqa: BLE001 - the GUI must get a readable message, never a dead worker
+            log.exception("generation failed")
+            yield ErrorEvent(f"{type(exc).__name__}: {exc}", "InternalError")
+
+    def export(self, frames, output: str | Path, timeline: Timeline, seed: int, crf: int = 18) -> Path:
+        from core.export import write_mp4
+
+        meta = {"title": timeline.clips[0].prompt[:200] if timeline.clips else "",
+                "timeline": timeline.to_dict(), "seed": seed, "model": self.resolved.id,
+                "revision": self.resolved.revision, "software": "SANA-Video Studio"}
+        if self.resolved.is_demo:
+            meta["label"] = self.resolved.label
+        return write_mp4(output, frames, fps=self.resolved.fps, crf=crf, metadata=meta)
+
+    # ------------------------------------------------------------------ LongSANA block loop
+    @torch.no_grad()
+    def run_blocks(self, plans: list[BlockPlan], motion_score: int, cancel: CancelToken,
+                   resume: ResumePoint | None = None) -> Iterator[Event]:
+        """Generate `plans` (consecutive blocks) after `resume` (None = from the start). Yields StepEvent,
+        BlockPreviewEvent and BlockDoneEvent; BlockDoneEvent.extra holds 'contribution' (this block's clean-pass
+        BlockContribution, CPU), 'vae_cache' (decoder cache after the block) and, on a prompt switch,
+        'recached_previous' (the replacement contribution of the previous block)."""
+        from core.samplers import BlockNoise, longsana_schedule
+        from core.vae import latent_to_rgb_preview
+
+        if not plans:
+            return
+        resume = resume or ResumePoint()
+        model, dev = self.transformer, self.device
+        h, w = self._latent_hw()
+        num_blocks = plans[-1].index + 1
+        steps = longsana_schedule()
+
+        yield StageEvent("encode_text", f"{len({p.prompt for p in plans})} prompt(s)")
+        texts = {p.prompt: self._encode(p.prompt, motion_score) for p in plans}
+        if resume.prev_prompt is not None and resume.prev_prompt not in texts:
+            texts[resume.prev_prompt] = self._encode(resume.prev_prompt, motion_score)
+        self._maybe_offload_text_encoder()
+
+        contribs = [c.to(dev) for c in resume.contributions]
+        state = StreamState.from_contributions(model.cfg, contribs, device=dev) if contribs else model.empty_state()
+        prev_latents = None if resume.prev_latents is None else resume.prev_latents.to(dev, self.dtype)
+        prev_prompt, prev_start = resume.prev_prompt, resume.prev_start
+        if resume.vae_cache is not None:
+            self.vae.restore_cache({k: v.to(dev) for k, v in resume.vae_cache.items()})
+        else:
+            self.vae.reset()
+
+        t_start = time.perf_counter()
+        total_steps = len(plans) * len(steps)
+        done_steps = 0
+        for plan in plans:
+            cancel.raise_if_cancelled()
+            text = texts[plan.prompt]
+            extra: dict[str, Any] = {}
+            # Prompt switch: re-run the previous block's clean pass with the NEW prompt (official interactive
+            # pipeline, recache_on_prompt_switch) and let its contribution replace the old one.
+            if prev_latents is not None and prev_prompt is not None and plan.prompt != prev_prompt and contribs:
+                yield StageEvent("recache", f"block {plan.index - 1} with the new prompt")
+                base = (StreamState.from_contributions(model.cfg, contribs[:-1], device=dev)
+                        if len(contribs) > 1 else model.empty_state())
+                contribs[-1] = model.cache_pass(prev_latents, text, base, frame_offset=prev_start)
+                state = StreamState.from_contributions(model.cfg, contribs, device=dev)
+                extra["recached_previous"] = contribs[-1].to("cpu")
+
+            noise_fn = BlockNoise.for_block(plan.seed, plan.index, dev)
+            noise = noise_fn((1, LATENT_CHANNELS, plan.end - plan.start, h, w))
+            start_time = time.perf_counter()
+            # The loop of core.samplers.denoise_block, unrolled here so that a preview event leaves after every
+            # step (tests check that both give the same latents).
+            x = noise
+            x0 = noise
+            for i, step in enumerate(steps):
+                cancel.raise_if_cancelled()
+                t = torch.full((1,), float(step.model_timestep), device=dev)
+                v = model(x.to(self.dtype), t, text, state=state, frame_offset=plan.start).float()
+                x0 = x - step.sigma * v
+                done_steps += 1
+                elapsed = time.perf_counter() - t_start
+                mid = x0.shape[2] // 2
+                preview = latent_to_rgb_preview(x0[0, :, mid:mid + 1], upscale=VAE_STRIDE)[0].numpy()
+                yield StepEvent(plan.index, i + 1, len(steps), num_blocks, time.perf_counter() - start_time,
+                                elapsed / done_steps * (total_steps - done_steps), preview)
+                if step.next_sigma is None:
+                    break
+                x = (1.0 - step.next_sigma) * x0 + step.next_sigma * noise_fn(tuple(x0.shape))
+            cancel.raise_if_cancelled()
+            clean = x0.to(self.dtype)
+            contribution = model.cache_pass(clean, text, state, frame_offset=plan.start)
+            contribs.append(contribution)
+            state = state.add(contribution)
+            yield StageEvent("decode", f"block {plan.index}")
+            video = self.vae.decode_block(x0.float())                        # (1, 3, F, H, W) in [-1, 1]
+            frames_u8 = _to_uint8(video[0])                                  # (F, H, W, 3)
+            first = 0 if plan.start == 0 else video_frames_for_latent_frames(plan.start)
+            yield BlockPreviewEvent(plan.index, frames_u8, first)
+            extra.update(contribution=contribution.to("cpu"), vae_cache={
+                k: v.detach().to("cpu") for k, v in self.vae.save_cache().items()})
+            yield BlockDoneEvent(plan.index, num_blocks, x0[0].detach().float().cpu(), plan.seed, plan.prompt,
+                                 plan.start, plan.end, extra)
+            prev_latents, prev_prompt, prev_start = clean, plan.prompt, plan.start
+
+    # ------------------------------------------------------------------ base 5-second sampler
+    @torch.no_grad()
+    def _generate_base(self, request: GenerateRequest, plans: list[BlockPlan], cancel: CancelToken,
+                       frames: list[np.ndarray]) -> Iterator[Event]:
+        from core.samplers import BASE_GUIDANCE, BASE_STEPS, BlockNoise, FlowDPMSolver2M, cfg_velocity_fn
+        from core.vae import latent_to_rgb_preview
+
+        prompts = {p.prompt for p in plans}
+        if len(prompts) != 1 or request.timeline.total_seconds > 5.0 + 1e-6:
+            raise TimelineError("the base SANA-Video model makes one 5-second clip with one prompt; "
+                                "use longsana-480p for longer videos and prompt timelines")
+        model, dev = self.transformer, self.device
+        h, w = self._latent_hw()
+        n_latent = plans[-1].end
+        steps = request.steps or BASE_STEPS
+        scale = BASE_GUIDANCE if request.guidance is None else request.guidance
+        yield StageEvent("encode_text", "prompt and negative prompt")
+        pos = self.text_encoder.encode([plans[0].prompt], motion_score=request.timeline.motion_score)
+        neg = self.text_encoder.encode_negative()
+        text = model.encode_text(torch.cat([neg.embeds, pos.embeds]), torch.cat([neg.mask, pos.mask]))
+        self._maybe_offload_text_encoder()
+        noise = BlockNoise.for_block(request.seed, 0, dev)((1, LATENT_CHANNELS, n_latent, h, w))
+        t0 = time.perf_counter()
+
+        def batched(x, model_t, i):
+            t = torch.full((x.shape[0],), float(model_t), device=dev)
+            return model(x.to(self.dtype), t, text if x.shape[0] == 2 else text.for_batch(x.shape[0]))
+
+        velocity = cfg_velocity_fn(batched, scale)
+        solver = FlowDPMSolver2M(steps)
+        x = noise
+        for i in range(steps):
+            cancel.raise_if_cancelled()
+            x = solver.step(velocity(x, float(solver.timesteps[i]), i), x)
+            el = time.perf_counter() - t0
+            preview = latent_to_rgb_preview(x[0, :, n_latent // 2:n_latent // 2 + 1], upscale=VAE_STRIDE)[0].numpy()
+            yield StepEvent(0, i + 1, steps, 1, el, el / (i + 1) * (steps - i - 1), preview)
+        x0 = x
+        self.vae.reset()
+        video = self.vae.decode_block(x0.float())
+        frames_u8 = _to_uint8(video[0])
+        frames.extend(frames_u8)
+        yield BlockPreviewEvent(0, frames_u8, 0)
+        yield BlockDoneEvent(0, 1, x0[0].float().cpu(), request.seed, plans[0].prompt, 0, n_latent, {})
+
+
+def _to_uint8(video: torch.Tensor) -> np.ndarray:
+    """(3, F, H, W) in [-1, 1] -> (F, H, W, 3) uint8 (official: clamp(127.5 x + 127.5))."""
+    x = (video.float().clamp(-1, 1) * 127.5 + 127.5).round().to(torch.uint8)
+    return x.permute(1, 2, 3, 0).contiguous().cpu().numpy()
+
+
+def _check_output_path(output: str | Path) -> None:
+    path = Path(output)
+    if path.suffix.lower() != ".mp4":
+        raise ExportError(f"the output {path} must end in .mp4")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.exists():
+        raise ExportError(f"the output folder {parent} does not exist")
+    if not parent.is_dir():
+        raise ExportError(f"{parent} is not a folder")
+    import os
+    if not os.access(parent, os.W_OK):
+        raise ExportError(f"the output folder {parent} is not writable")
