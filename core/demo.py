@@ -20,9 +20,9 @@ import torch
 from core.config import TransformerConfig, tiny_config
 from core.fsutil import atomic_write_text
 
-DEMO_PACK_VERSION = 1
+DEMO_PACK_VERSION = 2
 DEMO_LABEL = "DEMO - tiny random weights: the output is noise, not a real video"
-DEMO_HEIGHT, DEMO_WIDTH = 128, 224        # latent 16 x 28, 8 x 14 tokens per latent frame
+DEMO_HEIGHT, DEMO_WIDTH = 64, 112         # latent 8 x 14, 4 x 7 tokens per latent frame: seconds on a CPU
 TEXT_HIDDEN = 32
 _SEED = 1234
 

@@ -150,12 +150,17 @@ def resolve_model(model: str, *, download: bool = False, progress=None, cache_di
         return resolve_local_folder(ensure_demo_pack())
     if Path(model).expanduser().is_dir():
         return resolve_local_folder(Path(model).expanduser())
+    if any(sep in model for sep in ("/", "\\")) or model.startswith((".", "~")):
+        raise ModelNotFoundError(f"model folder not found: {model}")
     spec = get_spec(model)
     from core import hub
 
     def fetch(comp: Component) -> Path:
-        root = hub.snapshot(comp.repo_id, comp.files, revision=comp.revision, cache_dir=cache_dir,
-                            download=download, progress=progress)
+        if download:
+            root = hub.download(comp.repo_id, allow_patterns=list(comp.files), revision=comp.revision,
+                                cache_dir=cache_dir, progress=progress)
+        else:
+            root = _cached_snapshot(comp, cache_dir)
         return Path(root) / comp.subpath if comp.subpath else Path(root)
 
     return ResolvedModel(
@@ -163,6 +168,28 @@ def resolve_model(model: str, *, download: bool = False, progress=None, cache_di
         text_encoder=fetch(spec.text_encoder), tokenizer=fetch(spec.tokenizer), preset=spec.preset,
         height=spec.height, width=spec.width, fps=spec.fps, revision=spec.transformer.revision,
     )
+
+
+def _cached_snapshot(comp: Component, cache_dir: str | None) -> Path:
+    """The local snapshot holding every pattern of `comp`, without touching the network."""
+    from fnmatch import fnmatch
+
+    from huggingface_hub import snapshot_download
+
+    try:
+        root = Path(snapshot_download(comp.repo_id, revision=comp.revision, cache_dir=cache_dir,
+                                      local_files_only=True, allow_patterns=list(comp.files)))
+    except Exception as exc:  # noqa: BLE001 - any failure means "not in the cache"
+        raise ModelNotFoundError(
+            f"{comp.repo_id} is not downloaded; run `sana-video models download <model>` (or pass --download) "
+            f"when online, or give a local model folder") from exc
+    present = [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()]
+    required = [pat for pat in comp.files if not pat.endswith(".index.json") and "tokenizer" not in pat
+                and pat != "special_tokens_map.json"]
+    missing = [pat for pat in required if not any(fnmatch(name, pat) for name in present)]
+    if missing:
+        raise ModelNotFoundError(f"{comp.repo_id} is incomplete in the cache (missing {missing}); download it again")
+    return root
 
 
 def installed_models(cache_dir: str | None = None) -> dict[str, bool]:

@@ -220,12 +220,16 @@ class SanaVideoTransformer(nn.Module):
         dtype (that of patch_embedding.weight). Raises one CheckpointError naming every missing / unexpected /
         misshapen key; on error the model is left untouched."""
         expected = expected_diffusers_shapes(self.cfg)
-        missing = sorted(k for k in expected if k not in sd)
-        unexpected = sorted(k for k in sd if k not in expected)
-        misshapen = sorted(f"{k} {tuple(sd[k].shape)} (expected {expected[k]})" for k in expected
-                           if k in sd and tuple(sd[k].shape) != expected[k])
-        not_float = sorted(f"{k} ({sd[k].dtype})" for k in expected
-                           if k in sd and not torch.is_floating_point(sd[k]))
+        # A lazy state dict (core.checkpoints.LazyStateDict) tells shapes and dtypes from the file header, so the
+        # checks below read no tensor data; a plain dict is asked directly.
+        shapes = sd.shapes() if hasattr(sd, "shapes") else {k: tuple(v.shape) for k, v in sd.items()}
+        dtypes = sd.dtypes() if hasattr(sd, "dtypes") else {k: v.dtype for k, v in sd.items()}
+        missing = sorted(k for k in expected if k not in shapes)
+        unexpected = sorted(k for k in shapes if k not in expected)
+        misshapen = sorted(f"{k} {tuple(shapes[k])} (expected {expected[k]})" for k in expected
+                           if k in shapes and tuple(shapes[k]) != expected[k])
+        not_float = sorted(f"{k} ({dtypes[k]})" for k in expected
+                           if k in dtypes and not (isinstance(dtypes[k], torch.dtype) and dtypes[k].is_floating_point))
         problems = []
         for label, keys in (("missing", missing), ("unexpected", unexpected), ("misshapen", misshapen),
                             ("not floating point", not_float)):
@@ -237,11 +241,10 @@ class SanaVideoTransformer(nn.Module):
             raise CheckpointError("transformer weights do not match the SANA-Video config "
                                   f"({self.cfg.num_layers} layers, hidden {self.cfg.hidden_size}): "
                                   + "; ".join(problems))
-        reference = sd["patch_embedding.weight"]
         if device is None:
-            device = reference.device if self.device.type == "meta" else self.device
+            device = sd["patch_embedding.weight"].device if self.device.type == "meta" else self.device
         device = torch.device(device)
-        dtype = reference.dtype if dtype is None else dtype
+        dtype = dtypes["patch_embedding.weight"] if dtype is None else dtype
         internal = {}
         for rule in conversion_rules(self.cfg):
             internal[rule.internal] = to_internal(rule, [sd[k] for k, _ in rule.sources], device, dtype)

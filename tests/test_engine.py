@@ -1,0 +1,253 @@
+"""The engine on the embedded demo model: events, MP4 output, timelines, cancel, bad input, sampler equivalence."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from core.events import (
+    BlockDoneEvent,
+    BlockPreviewEvent,
+    CancelToken,
+    ErrorEvent,
+    FinishedEvent,
+    StageEvent,
+    StepEvent,
+)
+from core.timeline import Clip, Timeline
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def studio_home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("studio_home")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SANA_VIDEO_STUDIO_HOME", str(home))
+    yield home
+    mp.undo()
+
+
+@pytest.fixture(scope="session")
+def engine(studio_home):
+    from core.engine import Engine
+
+    return Engine.load("demo", device="cpu")
+
+
+def _run(engine, timeline, seed=0, output=None, cancel=None):
+    from core.engine import GenerateRequest
+
+    return list(engine.generate(GenerateRequest(timeline, seed=seed, output=output), cancel or CancelToken()))
+
+
+@pytest.fixture(scope="session")
+def five_second_run(engine, tmp_path_factory):
+    out = tmp_path_factory.mktemp("gen") / "out.mp4"
+    events = _run(engine, Timeline.single("a red fox running through snow", 5.0), seed=3, output=str(out))
+    return out, events
+
+
+def test_demo_generates_h264_mp4_with_expected_frames(engine, five_second_run):
+    from core.export import read_mp4_info
+
+    out, events = five_second_run
+    assert not [e for e in events if isinstance(e, ErrorEvent)], events
+    fin = events[-1]
+    assert isinstance(fin, FinishedEvent) and not fin.cancelled and fin.output == str(out)
+    info = read_mp4_info(out)
+    assert info["codec"] == "h264" and info["pix_fmt"] == "yuv420p"
+    assert info["frames"] == 81 == fin.num_frames
+    assert (info["height"], info["width"]) == (engine.info["height"], engine.info["width"])
+    assert info["metadata"]["model"] == "demo" and "random weights" in info["metadata"]["label"]
+    assert info["metadata"]["timeline"]["clips"][0]["prompt"] == "a red fox running through snow"
+
+
+def test_event_order_blocks_and_steps(five_second_run):
+    _, events = five_second_run
+    steps = [e for e in events if isinstance(e, StepEvent)]
+    done = [e for e in events if isinstance(e, BlockDoneEvent)]
+    previews = [e for e in events if isinstance(e, BlockPreviewEvent)]
+    assert [(e.block, e.step) for e in steps] == [(b, s) for b in range(2) for s in range(1, 5)]
+    assert all(e.preview is not None and e.preview.dtype == np.uint8 and e.preview.ndim == 3 for e in steps)
+    assert [e.block for e in done] == [0, 1] and [e.block for e in previews] == [0, 1]
+    assert [(e.frame_start, e.frame_end) for e in done] == [(0, 11), (11, 21)]
+    assert [len(e.frames) for e in previews] == [41, 40]
+    assert [e.first_frame_index for e in previews] == [0, 41]
+    # every block's preview comes before its done event, and block k is done before block k+1 starts
+    order = [(type(e).__name__, getattr(e, "block", None)) for e in events if not isinstance(e, StageEvent)]
+    assert order.index(("BlockDoneEvent", 0)) < order.index(("StepEvent", 1))
+
+
+def test_same_seed_same_video_other_seed_differs(engine, five_second_run):
+    _, events = five_second_run
+    first = [e.latents for e in events if isinstance(e, BlockDoneEvent)]
+    again = [e.latents for e in _run(engine, Timeline.single("a red fox running through snow", 2.5), seed=3)
+             if isinstance(e, BlockDoneEvent)]
+    # a 2.5 s video is one block of 11 latent frames: the first block of the 5 s one (same seed, same prompt)
+    assert torch.equal(again[0], first[0])
+    other = [e.latents for e in _run(engine, Timeline.single("a red fox running through snow", 2.5), seed=4)
+             if isinstance(e, BlockDoneEvent)]
+    assert not torch.allclose(other[0], first[0])
+
+
+def test_engine_block_equals_sampler_denoise_block(engine):
+    """The engine's unrolled step loop is core.samplers.denoise_block: same latents for block 0."""
+    from core.engine import LATENT_CHANNELS
+    from core.samplers import BlockNoise, denoise_block
+
+    prompt = "a lighthouse at dusk"
+    events = _run(engine, Timeline.single(prompt, 2.5), seed=11)
+    ours = [e.latents for e in events if isinstance(e, BlockDoneEvent)][0]
+    model = engine.transformer
+    text = engine._encode(prompt, 10)
+    h, w = engine._latent_hw()
+    noise_fn = BlockNoise.for_block(11, 0, "cpu")
+    noise = noise_fn((1, LATENT_CHANNELS, 11, h, w))
+    state = model.empty_state()
+
+    def velocity(x, model_t, i):
+        return model(x, torch.full((1,), float(model_t)), text, state=state, frame_offset=0)
+
+    with torch.no_grad():
+        ref = denoise_block(velocity, noise, noise_fn)
+    torch.testing.assert_close(ours, ref[0], rtol=0, atol=0)
+
+
+def test_three_prompt_timeline(engine, tmp_path):
+    from core.export import read_mp4_info
+
+    tl = Timeline([Clip("a cat on a sofa", 2.5), Clip("the cat jumps", 2.5), Clip("the cat sleeps", 2.5)])
+    out = tmp_path / "three.mp4"
+    events = _run(engine, tl, seed=1, output=str(out))
+    assert isinstance(events[-1], FinishedEvent) and not events[-1].cancelled, events[-1]
+    done = [e for e in events if isinstance(e, BlockDoneEvent)]
+    assert [e.prompt for e in done] == ["a cat on a sofa", "the cat jumps", "the cat sleeps"]
+    # each prompt switch re-caches the previous block with the new prompt (official interactive pipeline)
+    recaches = [e for e in events if isinstance(e, StageEvent) and e.stage == "recache"]
+    assert len(recaches) == 2
+    assert "recached_previous" in done[1].extra and "recached_previous" in done[2].extra
+    assert read_mp4_info(out)["frames"] == tl.num_video_frames == 121
+
+
+def test_cancel_mid_block_stops_within_one_step_and_leaves_no_file(engine, tmp_path):
+    from core.engine import GenerateRequest
+
+    out = tmp_path / "cancelled.mp4"
+    cancel = CancelToken()
+    seen = []
+    for ev in engine.generate(GenerateRequest(Timeline.single("waves", 5.0), output=str(out)), cancel):
+        seen.append(ev)
+        if isinstance(ev, StepEvent) and ev.block == 0 and ev.step == 2:
+            cancel.cancel()
+    steps_after = [e for e in seen[seen.index(next(e for e in seen if isinstance(e, StepEvent) and e.step == 2)) + 1:]
+                   if isinstance(e, StepEvent)]
+    assert steps_after == []
+    assert isinstance(seen[-1], FinishedEvent) and seen[-1].cancelled
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("output, needle", [
+    ("/nonexistent-folder/x.mp4", "does not exist"),
+    ("relative.avi", "must end in .mp4"),
+])
+def test_bad_output_path_is_one_clear_error(engine, output, needle):
+    events = _run(engine, Timeline.single("x", 2.5), output=output)
+    assert len(events) == 1 and isinstance(events[0], ErrorEvent) and needle in events[0].message
+
+
+def test_unwritable_output_folder(engine, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    events = _run(engine, Timeline.single("x", 2.5), output=str(blocker / "out.mp4"))
+    assert isinstance(events[-1], ErrorEvent) and "not a folder" in events[-1].message
+
+
+@pytest.mark.parametrize("data, needle", [
+    ({"clips": []}, "empty"),
+    ({"clips": [{"prompt": "a", "seconds": 2}], "colour": 1}, "unknown timeline fields"),
+    ({"clips": [{"prompt": "a", "seconds": 2, "speed": 3}]}, "unknown fields"),
+    ({"clips": [{"prompt": "", "seconds": 2}]}, "prompt is empty"),
+    ({"clips": [{"prompt": "a", "seconds": -1}]}, "must be positive"),
+    ({"clips": [{"prompt": "a", "seconds": 0}]}, "must be positive"),
+    ({"clips": [{"prompt": "a", "seconds": 1e9}]}, "at most"),
+    ({"clips": [{"prompt": "a", "seconds": "ten"}]}, "number of seconds"),
+    ({"clips": [{"prompt": "a"}]}, "needs both"),
+    ({"clips": "a cat"}, "must be a list"),
+    ({"clips": [{"prompt": "a", "seconds": 2}], "version": 9}, "version"),
+])
+def test_bad_timelines(data, needle):
+    from core.errors import TimelineError
+
+    with pytest.raises(TimelineError, match=needle):
+        Timeline.from_dict(data)
+
+
+def _cli(args, env_home, timeout=600):
+    import os
+
+    env = dict(os.environ, SANA_VIDEO_STUDIO_HOME=str(env_home), HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO))
+    return subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=timeout, cwd=REPO)
+
+
+def test_cli_generate_demo_timeline(studio_home, tmp_path):
+    from core.export import read_mp4_info
+
+    tl = tmp_path / "tl.json"
+    tl.write_text(json.dumps({"clips": [{"prompt": "sunrise", "seconds": 2.5}, {"prompt": "noon", "seconds": 2.5}]}))
+    out = tmp_path / "cli.mp4"
+    r = _cli(["generate", "--demo", "--timeline", str(tl), "--seed", "5", "-o", str(out), "-q"], studio_home)
+    assert r.returncode == 0, r.stderr
+    assert "random weights" in r.stderr
+    assert read_mp4_info(out)["frames"] == 81
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["generate", "--demo", "--prompt", "x", "--seconds", "-3"], "must be positive"),
+    (["generate", "--demo"], "give a --prompt"),
+    (["generate", "--demo", "--timeline", "/nope.json"], "timeline file not found"),
+    (["generate", "--model", "longsana-480p", "--prompt", "x"], "not downloaded"),
+    (["generate", "--model", "longsana-480p", "--prompt", "x", "--download"], "offline"),
+    (["generate", "--model", "no-such-model", "--prompt", "x"], "unknown model"),
+    (["generate", "--model", "/definitely/not/here", "--prompt", "x"], "model folder not found"),
+])
+def test_cli_bad_input_one_clear_error(studio_home, args, needle):
+    r = _cli(args, studio_home, timeout=300)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr, r.stderr
+    assert needle in r.stderr, r.stderr
+
+
+def test_cli_models_lists_registry(studio_home):
+    r = _cli(["models", "--json"], studio_home)
+    assert r.returncode == 0, r.stderr
+    rows = {row["id"]: row for row in json.loads(r.stdout)}
+    assert rows["longsana-480p"]["installed"] is False and rows["demo"]["installed"] is True
+
+
+def test_missing_model_file_is_clear(tmp_path, studio_home):
+    """A local model folder with a truncated transformer file: one CheckpointError naming the file."""
+    import shutil
+
+    from core.demo import ensure_demo_pack
+    from core.engine import Engine
+    from core.errors import CheckpointError
+
+    pack = ensure_demo_pack()
+    broken = tmp_path / "broken"
+    shutil.copytree(pack, broken)
+    weights = broken / "transformer" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:200])
+    with pytest.raises(CheckpointError, match="diffusion_pytorch_model.safetensors"):
+        Engine.load(str(broken), device="cpu")
+    shutil.rmtree(broken / "vae")
+    from core.errors import ModelNotFoundError
+    with pytest.raises(ModelNotFoundError, match="lacks vae"):
+        Engine.load(str(broken), device="cpu")
