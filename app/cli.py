@@ -6,27 +6,10 @@ import argparse
 import json
 import logging
 import sys
-from pathlib import Path
 
+from app.quant_hook import encode_prompts_for_model, engine_model_transform, load_model_for_quantize
 from core.errors import StudioError
 from core.events import BlockDoneEvent, CancelToken, ErrorEvent, FinishedEvent, StageEvent, StepEvent
-
-
-def _model_transform(precision: str):
-    """quant's preparation step, when quant can run here; None keeps bf16."""
-    if precision in ("bf16", "fp32"):
-        return None
-    try:
-        from quant.prepare import prepare_model
-    except ImportError:  # quant not importable (optional deps): bf16
-        return None
-    fmt = "auto" if precision == "auto" else precision
-
-    def transform(model, device):
-        model, report = prepare_model(model, device, fmt=fmt)
-        return model, str(getattr(report.plan, "format", None) or "bf16")
-
-    return transform
 
 
 def _load_engine(args):
@@ -43,7 +26,7 @@ def _load_engine(args):
             print("no model is installed: using the DEMO model (tiny random weights). "
                   "Run `sana-video models download longsana-480p` for the real one.", file=sys.stderr)
     engine = Engine.load(model, device=args.device, precision=args.precision,
-                         model_transform=_model_transform(args.precision), download=args.download)
+                         model_transform=engine_model_transform(args.precision), download=args.download)
     if engine.info["is_demo"]:
         print(f"[{engine.info['label']}]", file=sys.stderr)
     return engine
@@ -253,12 +236,18 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--json", action="store_true")
     m.set_defaults(func=cmd_models)
 
-    for module in ("quant.cli", "app.doctor"):
-        try:
-            mod = __import__(module, fromlist=["add_subcommand"])
-        except ImportError:
-            continue
-        mod.add_subcommand(sub)
+    try:
+        from quant import cli as quant_cli
+    except ImportError:  # quant's optional dependencies missing: no `quantize` subcommand
+        quant_cli = None
+    if quant_cli is not None:
+        quant_cli.add_subcommand(sub, load_model=load_model_for_quantize, encode_prompts=encode_prompts_for_model)
+    try:
+        from app import doctor
+    except ImportError:
+        doctor = None
+    if doctor is not None:
+        doctor.add_subcommand(sub)
     return parser
 
 

@@ -98,11 +98,13 @@ class Engine:
     # ------------------------------------------------------------------ loading
     @classmethod
     def load(cls, model: str = "demo", *, device: str = "auto", precision: str = "auto",
-             model_transform: Callable[[Any, torch.device], tuple[Any, str]] | None = None,
+             model_transform: Callable[[Any, torch.device, dict], tuple[Any, str | None]] | None = None,
              download: bool = False, progress: Callable[[Event], None] | None = None) -> Engine:
         """Load a registry model id, a local model folder, or 'demo'.
 
-        model_transform(transformer, device) -> (transformer, precision_name) is where quant plugs in."""
+        model_transform(transformer, device, context) -> (transformer, precision name or None) is where quant plugs
+        in (app/quant_hook.py); context has 'encode_prompts' (calibration captions from this model's text encoder),
+        'latent_hw' and 'progress'."""
         from core.checkpoints import load_transformer
         from core.text_encoder import TextEncoder
         from core.vae import load_wan_vae
@@ -112,18 +114,25 @@ class Engine:
         # bf16 on GPUs (the released mixed precision), fp32 on the CPU (bf16 matmuls are slow there)
         dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
         if progress:
+            progress(StageEvent("load", "text encoder"))
+        text_encoder = TextEncoder.from_pretrained(resolved.text_encoder, resolved.tokenizer, device=dev)
+        if progress:
             progress(StageEvent("load", f"transformer from {resolved.transformer}"))
         preset = None if resolved.preset == "tiny" else resolved.preset
         transformer = load_transformer(resolved.transformer, device=dev, dtype=dtype, preset=preset)
         used_precision = "bf16" if dtype == torch.bfloat16 else "fp32"
         if model_transform is not None and precision != "fp32":
-            transformer, used_precision = model_transform(transformer, dev)
+            def encode_prompts(prompts: list[str]):
+                enc = text_encoder.encode(prompts)
+                return [(enc.embeds[i:i + 1], enc.mask[i:i + 1]) for i in range(len(prompts))]
+
+            context = {"encode_prompts": encode_prompts, "progress": progress,
+                       "latent_hw": (resolved.height // VAE_STRIDE, resolved.width // VAE_STRIDE)}
+            transformer, quant_precision = model_transform(transformer, dev, context)
+            used_precision = quant_precision or used_precision
         if progress:
             progress(StageEvent("load", "VAE"))
         vae = load_wan_vae(resolved.vae, device=dev, dtype=torch.float32)
-        if progress:
-            progress(StageEvent("load", "text encoder"))
-        text_encoder = TextEncoder.from_pretrained(resolved.text_encoder, resolved.tokenizer, device=dev)
         log.info("loaded %s on %s (%s)", resolved.id, dev, used_precision)
         return cls(resolved, transformer, vae, text_encoder, dev, dtype, used_precision)
 
