@@ -94,12 +94,16 @@ class Engine:
         self.dtype = dtype
         self.precision = precision
         self._text_cache: dict[str, Any] = {}
+        # When set, each BlockDoneEvent.extra["timings"] holds synchronised seconds of the block's DiT and VAE work
+        # (bench/e2e.py); off by default because synchronising costs a little overlap.
+        self.collect_timings = False
 
     # ------------------------------------------------------------------ loading
     @classmethod
     def load(cls, model: str = "demo", *, device: str = "auto", precision: str = "auto",
              model_transform: Callable[[Any, torch.device, dict], tuple[Any, str | None]] | None = None,
-             download: bool = False, progress: Callable[[Event], None] | None = None) -> Engine:
+             download: bool = False, progress: Callable[[Event], None] | None = None,
+             compile: bool | None = None) -> Engine:
         """Load a registry model id, a local model folder, or 'demo'.
 
         model_transform(transformer, device, context) -> (transformer, precision name or None) is where quant plugs
@@ -130,6 +134,8 @@ class Engine:
                        "latent_hw": (resolved.height // VAE_STRIDE, resolved.width // VAE_STRIDE)}
             transformer, quant_precision = model_transform(transformer, dev, context)
             used_precision = quant_precision or used_precision
+        if compile if compile is not None else dev.type == "cuda":
+            compile_blocks(transformer)
         if progress:
             progress(StageEvent("load", "VAE"))
         vae = load_wan_vae(resolved.vae, device=dev, dtype=torch.float32)
@@ -270,6 +276,7 @@ class Engine:
             noise_fn = BlockNoise.for_block(plan.seed, plan.index, dev)
             noise = noise_fn((1, LATENT_CHANNELS, plan.end - plan.start, h, w))
             start_time = time.perf_counter()
+            clock = _StageClock(dev, self.collect_timings)
             # The loop of core.samplers.denoise_block, unrolled here so that a preview event leaves after every
             # step (tests check that both give the same latents).
             x = noise
@@ -293,13 +300,18 @@ class Engine:
             contribution = model.cache_pass(clean, text, state, frame_offset=plan.start)
             contribs.append(contribution)
             state = state.add(contribution)
+            clock.lap("dit_s")
             yield StageEvent("decode", f"block {plan.index}")
+            clock.lap(None)
             video = self.vae.decode_block(x0.float())                        # (1, 3, F, H, W) in [-1, 1]
+            clock.lap("vae_s")
             frames_u8 = _to_uint8(video[0])                                  # (F, H, W, 3)
             first = 0 if plan.start == 0 else video_frames_for_latent_frames(plan.start)
             yield BlockPreviewEvent(plan.index, frames_u8, first)
             extra.update(contribution=contribution.to("cpu"), vae_cache={
                 k: v.detach().to("cpu") for k, v in self.vae.save_cache().items()})
+            if self.collect_timings:
+                extra["timings"] = dict(clock.laps)
             yield BlockDoneEvent(plan.index, num_blocks, x0[0].detach().float().cpu(), plan.seed, plan.prompt,
                                  plan.start, plan.end, extra)
             prev_latents, prev_prompt, prev_start = clean, plan.prompt, plan.start
@@ -348,6 +360,35 @@ class Engine:
         frames.extend(frames_u8)
         yield BlockPreviewEvent(0, frames_u8, 0)
         yield BlockDoneEvent(0, 1, x0[0].float().cpu(), request.seed, plans[0].prompt, 0, n_latent, {})
+
+
+def compile_blocks(transformer) -> None:
+    """Regional torch.compile: each repeated transformer block once (seconds to compile, same speed as the whole
+    model in bench/dit.py); shapes are static per block size, so a video compiles at most a few variants."""
+    for block in transformer.blocks:
+        block.compile(dynamic=False)
+
+
+class _StageClock:
+    """Wall seconds between laps, synchronising the device first (only when enabled)."""
+
+    def __init__(self, device: torch.device, enabled: bool) -> None:
+        self.device, self.enabled = device, enabled
+        self.laps: dict[str, float] = {}
+        self._t = self._now()
+
+    def _now(self) -> float:
+        if self.enabled and self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def lap(self, name: str | None) -> None:
+        if not self.enabled:
+            return
+        now = self._now()
+        if name is not None:
+            self.laps[name] = self.laps.get(name, 0.0) + now - self._t
+        self._t = now
 
 
 def _to_uint8(video: torch.Tensor) -> np.ndarray:

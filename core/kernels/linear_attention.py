@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import torch
 
+from core.kernels._triton import load_impl, wants_triton
+
 
 def _acc(x: torch.Tensor) -> torch.Tensor:
     """Accumulation precision: at least fp32 (fp64 inputs stay fp64 so float64 references are exact)."""
@@ -50,11 +52,66 @@ def linear_attn_apply_reference(q: torch.Tensor, vk: torch.Tensor, k_sum: torch.
     return (num / (den[..., None] + eps)).to(q.dtype)
 
 
-def linear_attn_state(k, v, cos, sin):
-    """Dispatch: Triton kernel on CUDA when available, else the reference."""
-    return linear_attn_state_reference(k, v, cos, sin)
+# ---- dispatch: Triton on CUDA (through a custom op so torch.compile sees one opaque node), reference elsewhere ----
+
+_IMPL = "core.kernels.linear_attention_triton"
 
 
-def linear_attn_apply(q, vk, k_sum, cos, sin, eps):
+def _state_impl(k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    impl = load_impl(_IMPL) if k.is_cuda else None
+    if impl is None:
+        return linear_attn_state_reference(k, v, cos, sin)
+    return impl.linear_attn_state_triton(k, v, cos, sin)
+
+
+def _apply_impl(q: torch.Tensor, vk: torch.Tensor, k_sum: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                eps: float) -> torch.Tensor:
+    impl = load_impl(_IMPL) if q.is_cuda else None
+    if impl is None:
+        return linear_attn_apply_reference(q, vk, k_sum, cos, sin, eps)
+    return impl.linear_attn_apply_triton(q, vk, k_sum, cos, sin, eps)
+
+
+@torch.library.custom_op("sana_video::linear_attn_state", mutates_args=())
+def _state_op(k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    vk, k_sum = _state_impl(k, v, cos, sin)
+    return vk.clone() if vk._base is not None else vk, k_sum.clone() if k_sum._base is not None else k_sum
+
+
+@_state_op.register_fake
+def _state_fake(k, v, cos, sin):
+    B, _, H, d = k.shape
+    return k.new_empty((B, H, d, d), dtype=torch.float32), k.new_empty((B, H, d), dtype=torch.float32)
+
+
+@torch.library.custom_op("sana_video::linear_attn_apply", mutates_args=())
+def _apply_op(q: torch.Tensor, vk: torch.Tensor, k_sum: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+              eps: float) -> torch.Tensor:
+    return _apply_impl(q, vk, k_sum, cos, sin, eps)
+
+
+@_apply_op.register_fake
+def _apply_fake(q, vk, k_sum, cos, sin, eps):
+    return q.new_empty(q.shape)
+
+
+def linear_attn_state(k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """Dispatch: Triton kernel on CUDA when available, else the reference."""
-    return linear_attn_apply_reference(q, vk, k_sum, cos, sin, eps)
+    if not wants_triton(k, v, cos, sin):
+        return linear_attn_state_reference(k, v, cos, sin)
+    if torch.compiler.is_compiling():
+        return _state_op(k, v, cos, sin)
+    return _state_impl(k, v, cos, sin)
+
+
+def linear_attn_apply(q: torch.Tensor, vk: torch.Tensor, k_sum: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                      eps: float) -> torch.Tensor:
+    """Dispatch: Triton kernel on CUDA when available, else the reference."""
+    if not wants_triton(q, vk, k_sum, cos, sin):
+        return linear_attn_apply_reference(q, vk, k_sum, cos, sin, eps)
+    if torch.compiler.is_compiling():
+        return _apply_op(q, vk, k_sum, cos, sin, float(eps))
+    return _apply_impl(q, vk, k_sum, cos, sin, eps)

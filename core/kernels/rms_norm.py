@@ -1,0 +1,93 @@
+"""RMSNorm over the last dim with an fp32 (fp64 for fp64 inputs) computation and one rounding to x.dtype.
+
+`rms_norm(x, weight, eps)`: x (..., D), any strides with a contiguous last dim (e.g. a slice of the fused qkv
+projection); weight (D,) or None. `qk_rms_norm(qkv, q_weight, k_weight, eps)`: the self-attention q/k norms
+("rms_norm_across_heads": over all D = heads * head_dim channels) in one launch, reading q and k straight out of the
+fused (..., 3D) projection. The official RMSNorm rounds to bf16 before multiplying by the weight; rounding once is
+slightly more accurate and otherwise the same function.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from core.kernels._triton import load_impl, wants_triton
+
+
+def _acc(x: torch.Tensor) -> torch.Tensor:
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
+    xf = _acc(x)
+    y = xf * torch.rsqrt(xf.square().mean(dim=-1, keepdim=True) + eps)
+    if weight is not None:
+        y = y * _acc(weight)
+    return y.to(x.dtype)
+
+
+def qk_rms_norm_reference(qkv: torch.Tensor, q_weight: torch.Tensor, k_weight: torch.Tensor, eps: float
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+    D = q_weight.shape[-1]
+    return rms_norm_reference(qkv[..., :D], q_weight, eps), rms_norm_reference(qkv[..., D:2 * D], k_weight, eps)
+
+
+_IMPL = "core.kernels.rms_norm_triton"
+
+
+def _rms_impl(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
+    impl = load_impl(_IMPL) if x.is_cuda else None
+    if impl is None:
+        return rms_norm_reference(x, weight, eps)
+    return impl.rms_norm_triton(x, weight, eps)
+
+
+def _qk_impl(qkv: torch.Tensor, q_weight: torch.Tensor, k_weight: torch.Tensor, eps: float
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    impl = load_impl(_IMPL) if qkv.is_cuda else None
+    if impl is None:
+        return qk_rms_norm_reference(qkv, q_weight, k_weight, eps)
+    return impl.qk_rms_norm_triton(qkv, q_weight, k_weight, eps)
+
+
+@torch.library.custom_op("sana_video::rms_norm", mutates_args=())
+def _rms_op(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
+    return _rms_impl(x, weight, eps)
+
+
+@_rms_op.register_fake
+def _rms_fake(x, weight, eps):
+    return x.new_empty(x.shape)
+
+
+@torch.library.custom_op("sana_video::qk_rms_norm", mutates_args=())
+def _qk_op(qkv: torch.Tensor, q_weight: torch.Tensor, k_weight: torch.Tensor, eps: float
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    q, k = _qk_impl(qkv, q_weight, k_weight, eps)
+    # custom ops may not return views of one buffer; the kernel writes q and k into one (2, ...) buffer
+    return (q.clone(), k.clone()) if q._base is not None else (q, k)
+
+
+@_qk_op.register_fake
+def _qk_fake(qkv, q_weight, k_weight, eps):
+    shape = (*qkv.shape[:-1], q_weight.shape[-1])
+    return qkv.new_empty(shape), qkv.new_empty(shape)
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
+    """Dispatch: Triton on CUDA, the reference elsewhere. Returns a contiguous tensor of x's shape and dtype."""
+    if not wants_triton(x, *([] if weight is None else [weight])):
+        return rms_norm_reference(x, weight, eps)
+    if torch.compiler.is_compiling():
+        return _rms_op(x, weight, float(eps))
+    return _rms_impl(x, weight, eps)
+
+
+def qk_rms_norm(qkv: torch.Tensor, q_weight: torch.Tensor, k_weight: torch.Tensor, eps: float
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """q, k = RMSNorm(qkv[..., :D]), RMSNorm(qkv[..., D:2D]) with D = len(q_weight); each (..., D), contiguous."""
+    if not wants_triton(qkv, q_weight, k_weight):
+        return qk_rms_norm_reference(qkv, q_weight, k_weight, eps)
+    if torch.compiler.is_compiling():
+        return _qk_op(qkv, q_weight, k_weight, float(eps))
+    return _qk_impl(qkv, q_weight, k_weight, eps)

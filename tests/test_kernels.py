@@ -1,0 +1,444 @@
+"""Triton kernels against float64 references.
+
+CPU: the real kernel bodies run through Triton's interpreter (`Kernel` picks the interpreter for CPU tensors;
+TRITON_INTERPRET=1 is set only around this module's imports and while its tests run). GPU: the same checks on CUDA
+with the compiled kernels, marked `gpu`.
+
+Rule for every kernel: ||kernel - ref64|| / ||ref64|| <= 2 * (the same error of the PyTorch reference run at the
+kernel's input precision) + 2^-22 (a few fp32 ulps: GPU exp / sigmoid instructions are approximate; this floor only
+matters for fp32 outputs, whose reference error is ~1e-7). Inputs are fresh
+random draws (seed in the failure message); outputs and workspaces are poisoned with NaN first.
+"""
+
+import os
+import subprocess
+import sys
+
+# Triton's interpreter only works when TRITON_INTERPRET=1 was set before triton.language was first imported (its
+# standard-library functions are decorated at import). So: set it before importing triton, and restore it right
+# after this module's imports (test modules collected later must not get Triton in interpreter mode). If something
+# (e.g. torch._dynamo) imported Triton earlier in this process, the CPU cases run in a fresh subprocess instead
+# (test_interpreter_cases_in_a_fresh_process).
+_PREVIOUS_INTERPRET = os.environ.get("TRITON_INTERPRET")
+os.environ["TRITON_INTERPRET"] = "1"
+
+import random  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+try:
+    triton = pytest.importorskip("triton")
+    tl = pytest.importorskip("triton.language")
+    import triton.language.standard as _tl_standard  # noqa: E402
+    from triton.runtime.jit import JITFunction as _JITFunction  # noqa: E402
+
+    from core.kernels import _triton  # noqa: E402
+    from core.kernels import dwconv_glu as dw  # noqa: E402
+    from core.kernels import layernorm_modulate as lnm  # noqa: E402
+    from core.kernels import linear_attention as la  # noqa: E402
+    from core.kernels import rms_norm as rn  # noqa: E402
+    from core.kernels.dwconv_glu_triton import dwconv3x3_glu_triton  # noqa: E402
+    from core.kernels.layernorm_modulate_triton import (  # noqa: E402
+        add_layernorm_modulate_triton,
+        layernorm_modulate_triton,
+    )
+    from core.kernels.linear_attention_triton import linear_attn_apply_triton, linear_attn_state_triton  # noqa: E402
+    from core.kernels.rms_norm_triton import qk_rms_norm_triton, rms_norm_triton  # noqa: E402
+finally:
+    if _PREVIOUS_INTERPRET is None:
+        os.environ.pop("TRITON_INTERPRET", None)
+    else:
+        os.environ["TRITON_INTERPRET"] = _PREVIOUS_INTERPRET
+
+# True when Triton was imported in interpreter mode (by this module, or by a run that set TRITON_INTERPRET=1)
+INTERPRETER_OK = not isinstance(_tl_standard.sum, _JITFunction)
+needs_interpreter = pytest.mark.skipif(
+    not INTERPRETER_OK, reason="Triton was imported before this module without TRITON_INTERPRET=1; "
+                               "these cases run in test_interpreter_cases_in_a_fresh_process")
+
+
+@pytest.fixture(autouse=True)
+def interpret_mode(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def interpreter_rounds_like_the_gpu():
+    """Triton's interpreter truncates fp32 -> bf16 casts; the GPU rounds to nearest even. Without this the CPU runs
+    would show twice the real rounding error on bf16 outputs."""
+    from triton.runtime import interpreter
+
+    original = getattr(interpreter, "_convert_float", None)
+    if original is None:
+        yield
+        return
+
+    def convert(data, input_dtype, output_dtype, rounding_mode):
+        if input_dtype == tl.float32 and output_dtype == tl.bfloat16:
+            bits = np.asarray(data, dtype=np.float32).view(np.uint32).astype(np.uint64)
+            return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+        return original(data, input_dtype, output_dtype, rounding_mode)
+
+    interpreter._convert_float = convert
+    try:
+        yield
+    finally:
+        interpreter._convert_float = original
+
+
+@pytest.fixture(autouse=True)
+def poisoned_outputs(monkeypatch):
+    monkeypatch.setattr(_triton, "POISON", float("nan"))
+
+
+DEVICES = [pytest.param("cpu", marks=needs_interpreter), pytest.param("cuda", marks=pytest.mark.gpu)]
+DTYPES = [torch.bfloat16, torch.float32]
+
+
+@pytest.fixture
+def gen():
+    seed = random.SystemRandom().randrange(2**31)
+    return torch.Generator().manual_seed(seed)  # g.initial_seed() reproduces a failure
+
+
+def randn(g, *shape, dtype=torch.float32, device="cpu", scale=1.0, shift=0.0):
+    return (torch.randn(*shape, generator=g, dtype=torch.float64) * scale + shift).to(dtype).to(device)
+
+
+def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
+    x, ref = x.double().cpu(), ref.double().cpu()
+    if not torch.isfinite(x).all():
+        return float("inf")
+    return ((x - ref).norm() / ref.norm().clamp_min(1e-300)).item()
+
+
+def assert_close_to_ref(name, kernel_out, same_precision_ref, ref64, g):
+    assert kernel_out.shape == ref64.shape, f"{name}: shape {tuple(kernel_out.shape)} != {tuple(ref64.shape)}"
+    err = rel_err(kernel_out, ref64)
+    err_ref = rel_err(same_precision_ref, ref64)
+    bound = 2 * err_ref + 2**-22
+    assert err <= bound, f"{name}: kernel error {err:.3e} > bound {bound:.3e} (reference {err_ref:.3e}), seed {g.initial_seed()}"
+
+
+def rope_tables(g, n, d, device):
+    angles = torch.rand(n, d // 2, generator=g, dtype=torch.float64) * 2 * torch.pi * 3
+    return angles.cos().float().to(device), angles.sin().float().to(device)
+
+
+def qkv_views(g, B, N, H, d, dtype, device):
+    """q, k, v as strided views into one fused projection, as the model produces them."""
+    qkv = randn(g, B, N, 3, H, d, dtype=dtype, device=device)
+    return qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+
+
+# ---------------------------------------------------------------- linear attention
+
+LA_SHAPES = [(2, 37, 3, 12), (1, 200, 2, 112)]  # tiny + the real head dim with a multi-split, ragged token range
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", LA_SHAPES)
+def test_linear_attn_state(device, dtype, shape, gen):
+    B, N, H, d = shape
+    _, k, v = qkv_views(gen, B, N, H, d, dtype, device)
+    cos, sin = rope_tables(gen, N, d, device)
+    vk, k_sum = linear_attn_state_triton(k, v, cos, sin)
+    assert vk.dtype == torch.float32 and k_sum.dtype == torch.float32
+    ref_vk, ref_ks = la.linear_attn_state_reference(k, v, cos, sin)
+    vk64, ks64 = la.linear_attn_state_reference(k.double(), v.double(), cos.double(), sin.double())
+    assert_close_to_ref("vk", vk, ref_vk, vk64, gen)
+    assert_close_to_ref("k_sum", k_sum, ref_ks, ks64, gen)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", LA_SHAPES + [(1, 600, 1, 112)])  # the last runs several tiles per program
+def test_linear_attn_apply(device, dtype, shape, gen):
+    B, N, H, d = shape
+    eps = 1e-8 if dtype == torch.bfloat16 else 1e-15   # official and diffusers eps
+    q, k, v = qkv_views(gen, B, N, H, d, dtype, device)
+    cos, sin = rope_tables(gen, N, d, device)
+    # total state = this chunk + a previous block's (streaming), fp32 as the model keeps it
+    own_vk, own_ks = la.linear_attn_state_reference(k.double(), v.double(), cos.double(), sin.double())
+    prev_vk = randn(gen, B, H, d, d, dtype=torch.float64, device=device, scale=N ** 0.5)
+    prev_ks = randn(gen, B, H, d, dtype=torch.float64, device=device, scale=3.0, shift=N).abs()
+    vk = (own_vk + prev_vk).float()
+    k_sum = (own_ks + prev_ks).float()
+    out = linear_attn_apply_triton(q, vk, k_sum, cos, sin, eps)
+    assert out.dtype == dtype
+    ref = la.linear_attn_apply_reference(q, vk, k_sum, cos, sin, eps)
+    ref64 = la.linear_attn_apply_reference(q.double(), vk.double(), k_sum.double(), cos.double(), sin.double(), eps)
+    assert_close_to_ref("out", out, ref, ref64, gen)
+
+
+def test_linear_attn_state_empty_chunk():
+    k = torch.randn(1, 0, 2, 8)
+    vk, k_sum = linear_attn_state_triton(k, k, torch.zeros(0, 4), torch.zeros(0, 4))
+    assert torch.equal(vk, torch.zeros(1, 2, 8, 8)) and torch.equal(k_sum, torch.zeros(1, 2, 8))
+
+
+def test_linear_attn_rejects_bad_rope_shape():
+    q = torch.randn(1, 5, 2, 8)
+    with pytest.raises(ValueError, match="cos/sin"):
+        linear_attn_state_triton(q, q, torch.zeros(5, 3), torch.zeros(5, 3))
+
+
+# ---------------------------------------------------------------- layernorm + modulate
+
+
+def _modulations(g, kind, B, N, D, T, device):
+    if kind == "sample":
+        table = randn(g, B, 6, D, device=device, scale=0.5)                 # shift/scale are views of a chunked table
+        shift, scale = table[:, 0], table[:, 1]
+    elif kind == "token":
+        shift, scale = randn(g, B, N, D, device=device), randn(g, B, N, D, device=device, scale=0.5)
+    else:
+        shift, scale = randn(g, B, T, 1, D, device=device), randn(g, B, T, 1, D, device=device, scale=0.5)
+    return shift, scale
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", ["sample", "token", "frame"])
+def test_layernorm_modulate(device, dtype, kind, gen):
+    B, T, D = 2, 3, 40
+    N = T * 8
+    x = randn(gen, B, N, D, dtype=dtype, device=device, scale=3.0, shift=2.0)
+    shift, scale = _modulations(gen, kind, B, N, D, T, device)
+    shift, scale = shift.to(dtype), scale.to(dtype)
+    out = layernorm_modulate_triton(x, shift, scale, 1e-6)
+    ref = lnm.layernorm_modulate_reference(x, shift, scale, 1e-6)
+    ref64 = lnm.layernorm_modulate_reference(x.double(), shift.double(), scale.double(), 1e-6)
+    assert_close_to_ref("layernorm_modulate", out, ref, ref64, gen)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("gate_kind", [None, "sample", "frame"])
+def test_add_layernorm_modulate(device, dtype, gate_kind, gen):
+    B, T, D = 2, 3, 40
+    N = T * 8
+    x = randn(gen, B, N, D, dtype=dtype, device=device, scale=3.0, shift=2.0)
+    y = randn(gen, B, N, D, dtype=dtype, device=device)
+    shift, scale = (m.to(dtype) for m in _modulations(gen, "frame", B, N, D, T, device))
+    gate = None if gate_kind is None else _modulations(gen, gate_kind, B, N, D, T, device)[0].to(dtype)
+    x_new, h = add_layernorm_modulate_triton(x, y, gate, shift, scale, 1e-6)
+    ref_x, ref_h = lnm.add_layernorm_modulate_reference(x, y, gate, shift, scale, 1e-6)
+    x64, h64 = lnm.add_layernorm_modulate_reference(x.double(), y.double(), None if gate is None else gate.double(),
+                                                    shift.double(), scale.double(), 1e-6)
+    assert x_new.dtype == dtype and h.dtype == dtype
+    assert_close_to_ref("x + gate * y", x_new, ref_x, x64, gen)
+    assert_close_to_ref("norm of the new residual", h, ref_h, h64, gen)
+
+
+def test_layernorm_modulate_rejects_groups_that_do_not_divide_tokens():
+    x = torch.randn(1, 10, 8)
+    with pytest.raises(ValueError, match="divide"):
+        layernorm_modulate_triton(x, torch.zeros(1, 3, 1, 8), torch.zeros(1, 3, 1, 8), 1e-6)
+
+
+# ---------------------------------------------------------------- rms norm
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("with_weight", [True, False])
+def test_rms_norm(device, dtype, with_weight, gen):
+    x = randn(gen, 2, 9, 100, dtype=dtype, device=device, scale=2.0)[..., 10:50]   # strided rows, D = 40
+    w = randn(gen, 40, dtype=dtype, device=device, shift=1.0) if with_weight else None
+    out = rms_norm_triton(x, w, 1e-5)
+    ref = rn.rms_norm_reference(x, w, 1e-5)
+    ref64 = rn.rms_norm_reference(x.double(), None if w is None else w.double(), 1e-5)
+    assert_close_to_ref("rms_norm", out, ref, ref64, gen)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_qk_rms_norm(device, dtype, gen):
+    D = 24
+    qkv = randn(gen, 2, 7, 3 * D, dtype=dtype, device=device, scale=2.0)
+    wq = randn(gen, D, dtype=dtype, device=device, shift=1.0)
+    wk = randn(gen, D, dtype=dtype, device=device, shift=1.0)
+    q, k = qk_rms_norm_triton(qkv, wq, wk, 1e-5)
+    ref_q, ref_k = rn.qk_rms_norm_reference(qkv, wq, wk, 1e-5)
+    q64, k64 = rn.qk_rms_norm_reference(qkv.double(), wq.double(), wk.double(), 1e-5)
+    assert_close_to_ref("q", q, ref_q, q64, gen)
+    assert_close_to_ref("k", k, ref_k, k64, gen)
+
+
+# ---------------------------------------------------------------- depthwise conv + GLU
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("silu_input", [False, True])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_dwconv3x3_glu(device, dtype, silu_input, with_bias, gen):
+    BT, H, W, F = 3, 5, 7, 20     # F not a multiple of the channel block, H*W not a multiple of the pixel block
+    x = randn(gen, BT, H, W, 2 * F, dtype=dtype, device=device)
+    w = randn(gen, 2 * F, 1, 3, 3, dtype=dtype, device=device, scale=0.5)
+    b = randn(gen, 2 * F, dtype=dtype, device=device) if with_bias else None
+    out = dwconv3x3_glu_triton(x, w, b, silu_input)
+    ref = dw.dwconv3x3_glu_reference(x, w, b, silu_input)
+    ref64 = dw.dwconv3x3_glu_reference(x.double(), w.double(), None if b is None else b.double(), silu_input)
+    assert_close_to_ref("dwconv3x3_glu", out, ref, ref64, gen)
+
+
+def test_dwconv_reference_matches_nn_conv_layout(gen):
+    """The reference is the diffusers/official op: Conv2d(groups=C) on (B*T, C, H, W), then chunk + a*SiLU(g)."""
+    C = 8
+    conv = torch.nn.Conv2d(C, C, 3, padding=1, groups=C)
+    with torch.no_grad():
+        conv.weight.copy_(randn(gen, C, 1, 3, 3))
+        conv.bias.copy_(randn(gen, C))
+    x = randn(gen, 2, 4, 6, C)
+    a, gate = conv(x.permute(0, 3, 1, 2)).chunk(2, dim=1)
+    expected = (a * torch.nn.functional.silu(gate)).permute(0, 2, 3, 1)
+    got = dw.dwconv3x3_glu_reference(x, conv.weight.detach(), conv.bias.detach())
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------- dispatchers
+
+
+def test_dispatchers_use_the_reference_on_cpu(gen):
+    B, N, H, d = 1, 9, 2, 8
+    q, k, v = qkv_views(gen, B, N, H, d, torch.float32, "cpu")
+    cos, sin = rope_tables(gen, N, d, "cpu")
+    vk, ks = la.linear_attn_state(k, v, cos, sin)
+    ref_vk, ref_ks = la.linear_attn_state_reference(k, v, cos, sin)
+    assert torch.equal(vk, ref_vk) and torch.equal(ks, ref_ks)
+    assert torch.equal(la.linear_attn_apply(q, vk, ks, cos, sin, 1e-8),
+                       la.linear_attn_apply_reference(q, vk, ks, cos, sin, 1e-8))
+    x = randn(gen, 2, 6, 16)
+    shift, scale = randn(gen, 2, 16), randn(gen, 2, 16)
+    assert torch.equal(lnm.layernorm_modulate(x, shift, scale, 1e-6),
+                       lnm.layernorm_modulate_reference(x, shift, scale, 1e-6))
+    y, gate = randn(gen, 2, 6, 16), randn(gen, 2, 16)
+    for got, ref in zip(lnm.add_layernorm_modulate(x, y, gate, shift, scale, 1e-6),
+                        lnm.add_layernorm_modulate_reference(x, y, gate, shift, scale, 1e-6)):
+        assert torch.equal(got, ref)
+    w = randn(gen, 16)
+    assert torch.equal(rn.rms_norm(x, w, 1e-5), rn.rms_norm_reference(x, w, 1e-5))
+    xc = randn(gen, 2, 3, 4, 16)
+    wc, bc = randn(gen, 16, 1, 3, 3), randn(gen, 16)
+    assert torch.equal(dw.dwconv3x3_glu(xc, wc, bc, True), dw.dwconv3x3_glu_reference(xc, wc, bc, True))
+
+
+def test_failing_triton_import_warns_and_yields_no_implementation(monkeypatch):
+    monkeypatch.setattr(_triton, "_impl_cache", {})
+    with pytest.warns(RuntimeWarning, match="Triton kernels unavailable"):
+        assert _triton.load_impl("core.kernels.no_such_kernel_module") is None
+    assert _triton.load_impl("core.kernels.no_such_kernel_module") is None   # cached: warned once
+
+
+def test_triton_can_be_switched_off(monkeypatch):
+    monkeypatch.setattr(_triton, "_DISABLED", True)
+    assert not _triton.wants_triton(torch.zeros(1))
+
+
+def test_custom_ops_have_consistent_fake_implementations(gen):
+    """torch.compile sees the kernels as custom ops; their fake (shape) functions must match the real outputs."""
+    B, N, H, d = 1, 6, 2, 8
+    q, k, v = qkv_views(gen, B, N, H, d, torch.bfloat16, "cpu")
+    cos, sin = rope_tables(gen, N, d, "cpu")
+    vk, ks = la._state_op(k, v, cos, sin)
+    out = la._apply_op(q, vk, ks, cos, sin, 1e-8)
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        fvk, fks = la._state_op(k, v, cos, sin)
+        fout = la._apply_op(q, vk, ks, cos, sin, 1e-8)
+    assert (fvk.shape, fvk.dtype, fks.shape, fks.dtype) == (vk.shape, vk.dtype, ks.shape, ks.dtype)
+    assert (fout.shape, fout.dtype) == (out.shape, out.dtype)
+    xc = randn(gen, 2, 3, 4, 16, dtype=torch.bfloat16)
+    wc = randn(gen, 16, 1, 3, 3, dtype=torch.bfloat16)
+    real = dw._op(xc, wc, None, True)
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        fake = dw._op(xc, wc, None, True)
+    assert (fake.shape, fake.dtype) == (real.shape, real.dtype)
+    x = randn(gen, 2, 6, 16, dtype=torch.bfloat16)
+    shift = randn(gen, 2, 3, 16, dtype=torch.bfloat16)
+    real = lnm._add_op(x, x, None, shift, shift, 1e-6)
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        fake = lnm._add_op(x, x, None, shift, shift, 1e-6)
+    assert [(f.shape, f.dtype) for f in fake] == [(r.shape, r.dtype) for r in real]
+    qkv = randn(gen, 1, 4, 48, dtype=torch.bfloat16)
+    wq = randn(gen, 16, dtype=torch.bfloat16)
+    rq, rk = rn._qk_op(qkv, wq, wq, 1e-5)
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        fq, fk = rn._qk_op(qkv, wq, wq, 1e-5)
+    assert (fq.shape, fk.shape, fq.dtype) == (rq.shape, rk.shape, rq.dtype)
+
+
+@pytest.mark.skipif(INTERPRETER_OK, reason="the interpreter cases already ran in this process")
+def test_interpreter_cases_in_a_fresh_process():
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", __file__, "-q", "-p", "no:cacheprovider", "-k", "cpu"],
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), env=env, capture_output=True, text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+
+
+# ---------------------------------------------------------------- GPU: real sizes, dispatch path
+
+
+@pytest.mark.gpu
+def test_gpu_dispatch_falls_back_when_triton_cannot_load(monkeypatch):
+    g = torch.Generator().manual_seed(random.SystemRandom().randrange(2**31))
+    monkeypatch.setattr(_triton, "_impl_cache", {name: None for name in (la._IMPL, lnm._IMPL, rn._IMPL, dw._IMPL)})
+    k = randn(g, 1, 33, 2, 16, device="cuda")
+    cos, sin = rope_tables(g, 33, 16, "cuda")
+    vk, ks = la.linear_attn_state(k, k, cos, sin)
+    ref_vk, ref_ks = la.linear_attn_state_reference(k, k, cos, sin)
+    assert torch.equal(vk, ref_vk) and torch.equal(ks, ref_ks)
+    x = randn(g, 1, 4, 8, device="cuda")
+    assert torch.equal(rn.rms_norm(x, None, 1e-5), rn.rms_norm_reference(x, None, 1e-5))
+
+
+@pytest.mark.gpu
+def test_gpu_dispatch_real_sizes():
+    g = torch.Generator().manual_seed(random.SystemRandom().randrange(2**31))
+    B, N, H, d = 1, 1560 * 2 + 17, 20, 112
+    q, k, v = qkv_views(g, B, N, H, d, torch.bfloat16, "cuda")
+    cos, sin = rope_tables(g, N, d, "cuda")
+    vk, ks = la.linear_attn_state(k, v, cos, sin)
+    vk64, ks64 = la.linear_attn_state_reference(k.double(), v.double(), cos.double(), sin.double())
+    ref_vk, ref_ks = la.linear_attn_state_reference(k, v, cos, sin)
+    assert_close_to_ref("vk", vk, ref_vk, vk64, g)
+    assert_close_to_ref("k_sum", ks, ref_ks, ks64, g)
+    out = la.linear_attn_apply(q, vk, ks, cos, sin, 1e-8)
+    ref = la.linear_attn_apply_reference(q, vk, ks, cos, sin, 1e-8)
+    ref64 = la.linear_attn_apply_reference(q.double(), vk.double(), ks.double(), cos.double(), sin.double(), 1e-8)
+    assert_close_to_ref("out", out, ref, ref64, g)
+    qkv = randn(g, 1, 1560, 3 * 2240, dtype=torch.bfloat16, device="cuda", scale=2.0)
+    wq = randn(g, 2240, dtype=torch.bfloat16, device="cuda", shift=1.0)
+    nq, nk = rn.qk_rms_norm(qkv, wq, wq, 1e-5)
+    rq, rk = rn.qk_rms_norm_reference(qkv, wq, wq, 1e-5)
+    q64, k64 = rn.qk_rms_norm_reference(qkv.double(), wq.double(), wq.double(), 1e-5)
+    assert_close_to_ref("q", nq, rq, q64, g)
+    assert_close_to_ref("k", nk, rk, k64, g)
+    x = randn(g, 2, 1560 * 3, 2240, dtype=torch.bfloat16, device="cuda", scale=3.0, shift=1.0)
+    mod = randn(g, 2, 3, 6, 2240, dtype=torch.bfloat16, device="cuda", scale=0.3)     # per-frame (B, T, 6, D)
+    shift, scale = mod[:, :, 0], mod[:, :, 1]
+    got = lnm.layernorm_modulate(x, shift, scale, 1e-6)
+    assert_close_to_ref("layernorm_modulate", got, lnm.layernorm_modulate_reference(x, shift, scale, 1e-6),
+                        lnm.layernorm_modulate_reference(x.double(), shift.double(), scale.double(), 1e-6), g)
+    y, gate = randn(g, *x.shape, dtype=torch.bfloat16, device="cuda"), mod[:, :, 2]
+    got_x, got_h = lnm.add_layernorm_modulate(x, y, gate, shift, scale, 1e-6)
+    ref_x, ref_h = lnm.add_layernorm_modulate_reference(x, y, gate, shift, scale, 1e-6)
+    x64, h64 = lnm.add_layernorm_modulate_reference(x.double(), y.double(), gate.double(), shift.double(),
+                                                    scale.double(), 1e-6)
+    assert_close_to_ref("x + gate * y", got_x, ref_x, x64, g)
+    assert_close_to_ref("norm of the new residual", got_h, ref_h, h64, g)
+    x = randn(g, 2, 30, 52, 2 * 672, dtype=torch.bfloat16, device="cuda")
+    w = randn(g, 2 * 672, 1, 3, 3, dtype=torch.bfloat16, device="cuda", scale=0.3)
+    b = randn(g, 2 * 672, dtype=torch.bfloat16, device="cuda")
+    got = dw.dwconv3x3_glu(x, w, b, silu_input=True)
+    assert_close_to_ref("dwconv", got, dw.dwconv3x3_glu_reference(x, w, b, True),
+                        dw.dwconv3x3_glu_reference(x.double(), w.double(), b.double(), True), g)
