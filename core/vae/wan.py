@@ -1,0 +1,241 @@
+"""The Wan2.1 VAE decoder (post_quant_conv + causal 3D decoder), our own implementation.
+
+Parameter names and shapes are IDENTICAL to the decoder side of diffusers' `AutoencoderKLWan` (`post_quant_conv.*`,
+`decoder.*`), so a diffusers `vae/` folder loads directly. The encoder side of that file (`encoder.*`, `quant_conv.*`)
+is ignored on purpose: text-to-video only decodes. Image-to-video will need the encoder later (its key names and
+shapes are listed in `core.vae.keys.wan_encoder_parameter_shapes`).
+
+Causality. Every temporal operation of the decoder is causal: 3-frame causal convolutions (zero padding in front,
+`CACHE_T = 2` frames of context) and the temporal upsamplers' `time_conv`. All other layers (RMS norms over channels,
+the mid-block attention over the pixels of ONE frame, 2D upsampling convs) act on each frame alone. So decoding a
+video in pieces with a per-conv cache of the last 2 input frames gives the same frames as decoding it whole, and a
+piece may hold any number of latent frames.
+
+The one exception to "plain causal conv": the temporal upsampler does not upsample the very first frame of the video
+(diffusers / official Wan: `feat_cache[idx] = "Rep"` on the first chunk). That frame passes through unchanged, so
+latent frame 0 yields 1 pixel frame and every later latent frame yields 4; the `time_conv` then sees the stream of
+frames after the first one, with zero padding in front. `first_chunk=True` marks the call that contains frame 0.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.vae.config import WanVAEConfig
+
+CACHE_T = 2  # frames of context a kernel-3 causal conv needs from the previous chunk
+
+# name of a causal conv (its module path) -> its last <= CACHE_T input frames, (B, C, <=2, H, W)
+ConvCache = dict[str, torch.Tensor]
+
+
+class CausalConv3d(nn.Conv3d):
+    """Conv3d that pads time only in front (causal) and reads/writes its context frames in a ConvCache.
+
+    Spatial padding is symmetric zero padding as in nn.Conv3d. Stride 1 only (the decoder has no strided conv).
+    `cache_key` is set by the owning decoder."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_size, padding=0) -> None:
+        super().__init__(in_ch, out_ch, kernel_size, padding=0)
+        pt, ph, pw = (padding, padding, padding) if isinstance(padding, int) else padding
+        self.time_pad = 2 * pt  # all temporal padding goes in front
+        self.spatial_pad = (pw, pw, ph, ph)
+        self.cache_key = ""
+
+    def forward(self, x: torch.Tensor, cache: ConvCache | None = None) -> torch.Tensor:
+        # x (B, C, T, H, W) -> (B, C_out, T, H, W)
+        if self.time_pad == 0:  # kernel 1 in time: no context (post_quant_conv, conv_shortcut)
+            return super().forward(F.pad(x, self.spatial_pad) if any(self.spatial_pad) else x)
+        previous = cache.get(self.cache_key) if cache is not None else None
+        context = x if previous is None else torch.cat([previous.to(x.dtype), x], dim=2)
+        if cache is not None:
+            # clone: a slice would keep the whole (large) context tensor alive
+            cache[self.cache_key] = context[:, :, -self.time_pad:].clone()
+        missing = self.time_pad - (context.shape[2] - x.shape[2])  # zero frames in front at the video start
+        padded = F.pad(context, (*self.spatial_pad, missing, 0))
+        if padded.device.type == "cpu":
+            return self._conv_as_2d(padded)
+        return super().forward(padded)
+
+    def _conv_as_2d(self, padded: torch.Tensor) -> torch.Tensor:
+        """The same convolution as a sum over temporal taps of 2D convs: PyTorch's CPU conv3d falls back to a slow
+        unfold path for these shapes, conv2d uses oneDNN (3-4x faster). Equal up to float summation order."""
+        # padded (B, C, T + kt - 1, H', W') -> (B, C_out, T, H, W)
+        b, c, tp, hp, wp = padded.shape
+        kt = self.kernel_size[0]
+        t = tp - kt + 1
+        frames = padded.transpose(1, 2).contiguous()  # (B, T+kt-1, C, H', W'): time slices are contiguous
+        out = None
+        for k in range(kt):
+            taps = frames[:, k:k + t].reshape(b * t, c, hp, wp)
+            y = F.conv2d(taps, self.weight[:, :, k], self.bias if k == 0 else None)
+            out = y if out is None else out.add_(y)
+        return out.view(b, t, *out.shape[1:]).transpose(1, 2)
+
+
+class RMSNorm(nn.Module):
+    """x / ||x||_channels * sqrt(C) * gamma (diffusers WanRMS_norm, bias=False). Normalises in fp32 for half dtypes."""
+
+    def __init__(self, dim: int, images: bool) -> None:
+        super().__init__()
+        # gamma (C, 1, 1, 1) for video tensors, (C, 1, 1) for the per-frame attention input: diffusers' shapes
+        self.gamma = nn.Parameter(torch.ones(dim, 1, 1) if images else torch.ones(dim, 1, 1, 1))
+        self.scale = dim**0.5
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # = F.normalize(x, dim=1) (x / max(||x||, 1e-12)) written out: F.normalize's vector_norm is ~10x slower on CPU
+        xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+        inv_norm = (xf * xf).sum(dim=1, keepdim=True).clamp_min_(1e-24).rsqrt_()
+        return (xf * inv_norm).to(x.dtype) * (self.gamma * self.scale)
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.norm1 = RMSNorm(in_dim, images=False)
+        self.conv1 = CausalConv3d(in_dim, out_dim, 3, padding=1)
+        self.norm2 = RMSNorm(out_dim, images=False)
+        self.conv2 = CausalConv3d(out_dim, out_dim, 3, padding=1)
+        self.conv_shortcut = CausalConv3d(in_dim, out_dim, 1) if in_dim != out_dim else None
+
+    def forward(self, x: torch.Tensor, cache: ConvCache) -> torch.Tensor:
+        shortcut = x if self.conv_shortcut is None else self.conv_shortcut(x)
+        h = self.conv1(F.silu(self.norm1(x)), cache)
+        h = self.conv2(F.silu(self.norm2(h)), cache)  # dropout is identity at inference
+        return h + shortcut
+
+
+class AttentionBlock(nn.Module):
+    """Single-head self-attention over the H*W pixels of each frame separately (no temporal mixing)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.norm = RMSNorm(dim, images=True)
+        self.to_qkv = nn.Conv2d(dim, dim * 3, 1)
+        self.proj = nn.Conv2d(dim, dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, t, h, w = x.shape
+        frames = x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
+        qkv = self.to_qkv(self.norm(frames))  # (bt, 3c, h, w); channels [q | k | v]
+        qkv = qkv.reshape(b * t, 1, 3 * c, h * w).transpose(2, 3)  # (bt, 1, hw, 3c)
+        q, k, v = qkv.chunk(3, dim=-1)
+        out = F.scaled_dot_product_attention(q.contiguous(), k.contiguous(), v.contiguous())  # (bt, 1, hw, c)
+        out = out.squeeze(1).transpose(1, 2).reshape(b * t, c, h, w)
+        out = self.proj(out)
+        return x + out.view(b, t, c, h, w).permute(0, 2, 1, 3, 4)
+
+
+class Upsample(nn.Module):
+    """2x spatial upsampling (nearest + 3x3 conv to dim/2 channels); `upsample3d` also doubles time causally."""
+
+    def __init__(self, dim: int, temporal: bool) -> None:
+        super().__init__()
+        self.temporal = temporal
+        # nn.Sequential only for the key name `resample.1.*` (index 0 is the parameterless nearest upsampling)
+        self.resample = nn.Sequential(nn.Identity(), nn.Conv2d(dim, dim // 2, 3, padding=1))
+        self.time_conv = CausalConv3d(dim, dim * 2, (3, 1, 1), padding=(1, 0, 0)) if temporal else None
+
+    def _double_time(self, x: torch.Tensor, cache: ConvCache, first_chunk: bool) -> torch.Tensor:
+        # x (B, C, T, H, W) -> (B, C, T', H, W), T' = 2T, or 2T - 1 when x holds the video's first frame
+        head = x[:, :, :1] if first_chunk else None  # the first frame is not upsampled (diffusers' "Rep")
+        rest = x[:, :, 1:] if first_chunk else x
+        if rest.shape[2] == 0:
+            return head
+        b, c, t, h, w = rest.shape
+        y = self.time_conv(rest, cache)  # (B, 2C, t, H, W): output channels [frame 2i | frame 2i+1]
+        y = y.view(b, 2, c, t, h, w).permute(0, 2, 3, 1, 4, 5).reshape(b, c, 2 * t, h, w)
+        return y if head is None else torch.cat([head, y], dim=2)
+
+    def forward(self, x: torch.Tensor, cache: ConvCache, first_chunk: bool) -> torch.Tensor:
+        if self.temporal:
+            x = self._double_time(x, cache, first_chunk)
+        b, c, t, h, w = x.shape
+        frames = x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
+        # integer factor 2: nearest-exact == nearest, a pure copy, exact in any dtype
+        frames = F.interpolate(frames, scale_factor=2.0, mode="nearest-exact")
+        frames = self.resample[1](frames)  # (bt, c/2, 2h, 2w)
+        return frames.view(b, t, c // 2, 2 * h, 2 * w).permute(0, 2, 1, 3, 4)
+
+
+class MidBlock(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.resnets = nn.ModuleList([ResidualBlock(dim, dim), ResidualBlock(dim, dim)])
+        self.attentions = nn.ModuleList([AttentionBlock(dim)])
+
+    def forward(self, x: torch.Tensor, cache: ConvCache) -> torch.Tensor:
+        x = self.resnets[0](x, cache)
+        x = self.attentions[0](x)
+        return self.resnets[1](x, cache)
+
+
+class UpBlock(nn.Module):
+    def __init__(self, in_dim: int, out_dim: int, num_res_blocks: int, upsample: str | None) -> None:
+        super().__init__()
+        dims = [in_dim] + [out_dim] * (num_res_blocks + 1)
+        self.resnets = nn.ModuleList([ResidualBlock(a, b) for a, b in zip(dims[:-1], dims[1:])])
+        self.upsamplers = (
+            nn.ModuleList([Upsample(out_dim, temporal=upsample == "upsample3d")]) if upsample is not None else None
+        )
+
+    def forward(self, x: torch.Tensor, cache: ConvCache, first_chunk: bool) -> torch.Tensor:
+        for resnet in self.resnets:
+            x = resnet(x, cache)
+        if self.upsamplers is not None:
+            x = self.upsamplers[0](x, cache, first_chunk)
+        return x
+
+
+class Decoder3d(nn.Module):
+    """diffusers WanDecoder3d (Wan2.1 layout): conv_in, mid_block, up_blocks, norm_out, conv_out."""
+
+    def __init__(self, cfg: WanVAEConfig) -> None:
+        super().__init__()
+        dim = cfg.decoder_dim
+        mult = list(cfg.dim_mult)
+        dims = [dim * u for u in [mult[-1]] + mult[::-1]]  # e.g. 96: [384, 384, 384, 192, 96]
+        self.conv_in = CausalConv3d(cfg.z_dim, dims[0], 3, padding=1)
+        self.mid_block = MidBlock(dims[0])
+        blocks = []
+        for i, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
+            if i > 0:
+                in_dim //= 2  # the previous block's upsampler halved the channels
+            last = i == len(mult) - 1
+            upsample = None if last else ("upsample3d" if cfg.temperal_upsample[i] else "upsample2d")
+            blocks.append(UpBlock(in_dim, out_dim, cfg.num_res_blocks, upsample))
+        self.up_blocks = nn.ModuleList(blocks)
+        self.norm_out = RMSNorm(dims[-1], images=False)
+        self.conv_out = CausalConv3d(dims[-1], cfg.out_channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, cache: ConvCache, first_chunk: bool) -> torch.Tensor:
+        # x (B, z_dim, t, h, w) -> (B, 3, 4t or 4t-3 on the first chunk, 8h, 8w); not clamped
+        x = self.conv_in(x, cache)
+        x = self.mid_block(x, cache)
+        for block in self.up_blocks:
+            x = block(x, cache, first_chunk)
+        return self.conv_out(F.silu(self.norm_out(x)), cache)
+
+
+class WanVAEDecoder(nn.Module):
+    """post_quant_conv + decoder of the Wan2.1 VAE; state_dict keys are diffusers' decoder-side keys."""
+
+    def __init__(self, cfg: WanVAEConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.post_quant_conv = CausalConv3d(cfg.z_dim, cfg.z_dim, 1)
+        self.decoder = Decoder3d(cfg)
+        for name, module in self.named_modules():
+            if isinstance(module, CausalConv3d):
+                module.cache_key = name
+
+    def cached_conv_names(self) -> list[str]:
+        """Causal convs that keep context frames between chunks, in execution order."""
+        return [n for n, m in self.named_modules() if isinstance(m, CausalConv3d) and m.time_pad > 0]
+
+    def forward(self, z: torch.Tensor, cache: ConvCache, first_chunk: bool) -> torch.Tensor:
+        # z (B, z_dim, t, h, w) raw (denormalised) latents -> frames (B, 3, F, 8h, 8w) clamped to [-1, 1]
+        x = self.post_quant_conv(z)
+        return self.decoder(x, cache, first_chunk).clamp_(-1.0, 1.0)
