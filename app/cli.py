@@ -73,12 +73,17 @@ class _Progress:
             self.bar.close()
 
 
-def _consume(events, quiet: bool) -> int:
+def _consume(events, quiet: bool, png_dir: str | None = None) -> int:
+    from core.events import BlockPreviewEvent
+
     progress = _Progress(quiet)
     code = 0
+    frames = []
     try:
         for ev in events:
             progress(ev)
+            if png_dir is not None and isinstance(ev, BlockPreviewEvent):
+                frames.extend(ev.frames)
             if isinstance(ev, ErrorEvent):
                 progress.close()
                 print(f"error: {ev.message}", file=sys.stderr)
@@ -88,9 +93,14 @@ def _consume(events, quiet: bool) -> int:
                 if ev.cancelled:
                     print("cancelled", file=sys.stderr)
                     code = 130
-                elif not quiet:
-                    where = f" -> {ev.output}" if ev.output else ""
-                    print(f"done: {ev.num_frames} frames in {ev.seconds:.1f} s{where}", file=sys.stderr)
+                else:
+                    if png_dir is not None:
+                        from core.export import write_png_frames
+                        write_png_frames(png_dir, frames)
+                    if not quiet:
+                        where = f" -> {ev.output}" if ev.output else ""
+                        extra = f", PNG frames in {png_dir}" if png_dir else ""
+                        print(f"done: {ev.num_frames} frames in {ev.seconds:.1f} s{where}{extra}", file=sys.stderr)
             elif isinstance(ev, BlockDoneEvent) and quiet is False and progress.bar is None:
                 print(f"block {ev.block + 1}/{ev.num_blocks} done", file=sys.stderr)
     finally:
@@ -112,7 +122,7 @@ def cmd_generate(args) -> int:
     else:
         events = engine.generate(GenerateRequest(timeline, seed=args.seed, output=args.output, crf=args.crf), cancel)
     try:
-        return _consume(events, args.quiet)
+        return _consume(events, args.quiet, args.png_dir)
     except KeyboardInterrupt:
         cancel.cancel()
         return _consume(events, args.quiet) or 130
@@ -203,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seconds", "-s", type=float, help="length for --prompt (default 5)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--project", help="also save a project folder (for extend / regenerate)")
+    g.add_argument("--png-dir", help="also write every frame as PNG into this folder")
     _add_engine_args(g)
     _add_output_args(g)
     g.set_defaults(func=cmd_generate)

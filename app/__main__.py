@@ -1,0 +1,6 @@
+"""`python -m app` runs the desktop app."""
+import sys
+
+from app.main import main
+
+sys.exit(main())
