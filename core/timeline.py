@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import TimelineError
+from core.samplers import BLOCK_LATENT_FRAMES, LATENT_STRIDE_T, block_segments, latent_frames_for, video_frames_for  # noqa: F401 (re-exported)
 
 FPS = 16
-LATENT_STRIDE_T = 4          # Wan2.1 VAE temporal stride
-BLOCK_LATENT_FRAMES = 10     # LongSANA block size (latent frames)
 MAX_SECONDS = 255.0          # RoPE covers 1024 latent frames (about 4093 video frames, 255.8 s at 16 fps)
 MAX_PROMPT_CHARS = 4000
 SCHEMA_KEYS = {"clips", "version", "motion_score", "negative_prompt"}
@@ -29,25 +28,9 @@ def video_frames_for_seconds(seconds: float) -> int:
     return int(round(seconds * FPS)) + 1
 
 
-def latent_frames_for_video_frames(frames: int) -> int:
-    return (frames - 1) // LATENT_STRIDE_T + 1
-
-
-def video_frames_for_latent_frames(latent: int) -> int:
-    return (latent - 1) * LATENT_STRIDE_T + 1
-
-
-def block_segments(num_latent_frames: int, block_frames: int = BLOCK_LATENT_FRAMES) -> list[tuple[int, int]]:
-    """LongSANA chunking: the first block absorbs the remainder (21 -> [(0, 11), (11, 21)])."""
-    if num_latent_frames < 1:
-        raise TimelineError("a video needs at least one latent frame")
-    n_blocks = max(1, num_latent_frames // block_frames)
-    first = num_latent_frames - (n_blocks - 1) * block_frames
-    bounds = [(0, first)]
-    for i in range(1, n_blocks):
-        start = first + (i - 1) * block_frames
-        bounds.append((start, start + block_frames))
-    return bounds
+# One definition of the frame/block arithmetic, shared with the samplers.
+latent_frames_for_video_frames = latent_frames_for
+video_frames_for_latent_frames = video_frames_for
 
 
 @dataclass
