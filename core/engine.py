@@ -30,7 +30,7 @@ from core.events import (
     StageEvent,
     StepEvent,
 )
-from core.model import BlockContribution, StreamState
+from core.model import BlockContribution
 from core.registry import ResolvedModel, resolve_model
 from core.timeline import Timeline, video_frames_for_latent_frames
 
@@ -254,8 +254,16 @@ class Engine:
             texts[resume.prev_prompt] = self._encode(resume.prev_prompt, motion_score)
         self._maybe_offload_text_encoder()
 
-        contribs = [c.to(dev) for c in resume.contributions]
-        state = StreamState.from_contributions(model.cfg, contribs, device=dev) if contribs else model.empty_state()
+        # Flat memory: only the running state, the state before the previous block and whether there is a previous
+        # block are kept (what the prompt-switch recache needs), never one contribution per block. Sums are left
+        # folds in block order, so a resumed run adds exactly like an uninterrupted one.
+        done = resume.contributions
+        state_before_prev = model.empty_state()
+        for contribution in done[:-1]:  # one at a time on the device
+            state_before_prev = state_before_prev.add(contribution.to(dev))
+        state = state_before_prev.add(done[-1].to(dev)) if done else state_before_prev
+        have_prev = bool(done)
+        del done
         prev_latents = None if resume.prev_latents is None else resume.prev_latents.to(dev, self.dtype)
         prev_prompt, prev_start = resume.prev_prompt, resume.prev_start
         self._expire_vae_snapshot()
@@ -273,13 +281,11 @@ class Engine:
             extra: dict[str, Any] = {}
             # Prompt switch: re-run the previous block's clean pass with the NEW prompt (official interactive
             # pipeline, recache_on_prompt_switch) and let its contribution replace the old one.
-            if prev_latents is not None and prev_prompt is not None and plan.prompt != prev_prompt and contribs:
+            if prev_latents is not None and prev_prompt is not None and plan.prompt != prev_prompt and have_prev:
                 yield StageEvent("recache", f"block {plan.index - 1} with the new prompt")
-                base = (StreamState.from_contributions(model.cfg, contribs[:-1], device=dev)
-                        if len(contribs) > 1 else model.empty_state())
-                contribs[-1] = model.cache_pass(prev_latents, text, base, frame_offset=prev_start)
-                state = StreamState.from_contributions(model.cfg, contribs, device=dev)
-                extra["recached_previous"] = contribs[-1].to("cpu")
+                recached = model.cache_pass(prev_latents, text, state_before_prev, frame_offset=prev_start)
+                state = state_before_prev.add(recached)
+                extra["recached_previous"] = recached.to("cpu")
 
             noise_fn = BlockNoise.for_block(plan.seed, plan.index, dev)
             noise = noise_fn((1, LATENT_CHANNELS, plan.end - plan.start, h, w))
@@ -306,8 +312,7 @@ class Engine:
             cancel.raise_if_cancelled()
             clean = x0.to(self.dtype)
             contribution = model.cache_pass(clean, text, state, frame_offset=plan.start)
-            contribs.append(contribution)
-            state = state.add(contribution)
+            state_before_prev, state, have_prev = state, state.add(contribution), True
             clock.lap("dit_s")
             yield StageEvent("decode", f"block {plan.index}")
             clock.lap(None)
