@@ -135,13 +135,17 @@ class EngineAdapter:
         return int(torch.cuda.memory_allocated()), int(torch.cuda.get_device_properties(0).total_memory)
 
     # ---- long operations (worker thread): generators of events ----
-    def load(self, model: str, precision: str = "auto", vram_mode: str = "auto") -> Iterator[Event]:
+    def load(self, model: str, precision: str = "auto", vram_mode: str = "auto",
+             resolution: tuple[int, int] | None = None) -> Iterator[Event]:
         """Load the engine for `model` ('demo', a registry id or a local folder); Engine.load's own progress
         events are forwarded while it runs on a helper thread."""
         from core.engine import Engine
 
         yield StageEvent("load", f"loading {model}")
-        kwargs: dict[str, Any] = {"device": "cpu" if model == "demo" else "auto", "precision": precision}
+        kwargs: dict[str, Any] = {"device": "cpu" if model == "demo" else "auto", "precision": precision,
+                                  "vram_mode": vram_mode}
+        if resolution is not None and model != "demo":  # the demo pack has its own small size
+            kwargs["resolution"] = tuple(resolution)
         transform = self._model_transform(model, precision)
         if transform is not None:
             kwargs["model_transform"] = transform

@@ -12,7 +12,8 @@ from PySide6.QtCore import QSettings
 
 PRECISIONS = ["auto", "nvfp4", "fp8", "bf16"]
 VRAM_MODES = ["auto", "high", "low"]
-RESOLUTIONS = {"480p (832×480)": (480, 832), "480p portrait (480×832)": (832, 480), "720p (1280×704)": (704, 1280)}
+# 720p needs the LTX-2 VAE model (not supported yet), so only the 480p model's sizes are offered.
+RESOLUTIONS = {"480p (832×480)": (480, 832), "480p portrait (480×832)": (832, 480)}
 DEMO_MODEL = "demo"
 MAX_RECENT = 8
 

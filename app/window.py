@@ -34,7 +34,7 @@ from app.dialogs import ExportDialog, ModelManagerDialog, SettingsDialog
 from app.engine_adapter import Action, EngineAdapter
 from app.jobs import Job, JobQueue
 from app.prompt_timeline import PromptTimelineWidget
-from app.settings import DEMO_MODEL, AppSettings
+from app.settings import DEMO_MODEL, RESOLUTIONS, AppSettings
 from app.timeline_document import BLOCK_SECONDS, TimelineDocument
 from app.video_view import VideoView
 from core.errors import StudioError
@@ -342,7 +342,7 @@ class MainWindow(QMainWindow):
             return
         model = self.gen.model or DEMO_MODEL
         self.jobs.submit(Job(f"Load model {model}", lambda cancel, m=model: self.adapter.load(
-            m, self.gen.precision, self.gen.vram_mode), kind="load"))
+            m, self.gen.precision, self.gen.vram_mode, RESOLUTIONS.get(self.gen.resolution)), kind="load"))
 
     def _all_jobs(self) -> list[Job]:
         return ([self.jobs.current] if self.jobs.current else []) + list(self.jobs.pending)
@@ -642,8 +642,8 @@ class MainWindow(QMainWindow):
         self.settings_dialog = dialog
 
     def apply_settings(self, values) -> None:
-        reload = (values.model, values.precision, values.vram_mode) != (self.gen.model, self.gen.precision,
-                                                                         self.gen.vram_mode)
+        reload = ((values.model, values.precision, values.vram_mode, values.resolution)
+                  != (self.gen.model, self.gen.precision, self.gen.vram_mode, self.gen.resolution))
         self.gen = values
         self.settings.set_generation(values)
         self.project_seed.setValue(values.seed)

@@ -8,6 +8,7 @@ it is done with a causal cache kept across blocks. The engine never imports Qt o
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.errors import ExportError, StudioError, TimelineError
+from core.errors import ConfigError, ExportError, StudioError, TimelineError
 from core.events import (
     BlockDoneEvent,
     BlockPreviewEvent,
@@ -38,6 +39,22 @@ log = logging.getLogger(__name__)
 
 LATENT_CHANNELS = 16
 VAE_STRIDE = 8
+
+
+VRAM_MODES = ("auto", "high", "low")
+PIXELS_PER_TOKEN = 16          # Wan VAE 8x8 spatial, then the DiT's 2x2 patch
+MAX_TOKENS_PER_AXIS = 1024     # RoPE positions per axis
+
+
+def check_resolution(height: int, width: int) -> None:
+    """Frame sizes the model can take: multiples of 16 pixels, within the RoPE range and a sane area."""
+    for name, value in (("height", height), ("width", width)):
+        if not isinstance(value, int) or value < PIXELS_PER_TOKEN or value % PIXELS_PER_TOKEN:
+            raise ConfigError(f"{name} must be a positive multiple of {PIXELS_PER_TOKEN} pixels, got {value!r}")
+        if value // PIXELS_PER_TOKEN > MAX_TOKENS_PER_AXIS:
+            raise ConfigError(f"{name} {value} is beyond the model's position range")
+    if height * width > 1280 * 1280:
+        raise ConfigError(f"{width}x{height} is larger than this model supports (about 1280x1280 pixels)")
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -97,6 +114,7 @@ class Engine:
         # When set, each BlockDoneEvent.extra["timings"] holds synchronised seconds of the block's DiT and VAE work
         # (bench/e2e.py); off by default because synchronising costs a little overlap.
         self.collect_timings = False
+        self.vram_mode = "auto"   # "low": the text encoder leaves the GPU after every encode; "high": it stays
         self._vae_snapshot: _Snapshot | None = None
 
     def _expire_vae_snapshot(self) -> None:
@@ -110,7 +128,8 @@ class Engine:
     def load(cls, model: str = "demo", *, device: str = "auto", precision: str = "auto",
              model_transform: Callable[[Any, torch.device, dict], tuple[Any, str | None]] | None = None,
              download: bool = False, progress: Callable[[Event], None] | None = None,
-             compile: bool | None = None) -> Engine:
+             compile: bool | None = None, resolution: tuple[int, int] | None = None,
+             vram_mode: str = "auto") -> Engine:
         """Load a registry model id, a local model folder, or 'demo'.
 
         model_transform(transformer, device, context) -> (transformer, precision name or None) is where quant plugs
@@ -121,7 +140,12 @@ class Engine:
         from core.vae import load_wan_vae
 
         dev = pick_device(device)
+        if vram_mode not in VRAM_MODES:
+            raise ConfigError(f"vram_mode must be one of {VRAM_MODES}, got {vram_mode!r}")
         resolved = resolve_model(model, download=download)
+        if resolution is not None:
+            resolved = dataclasses.replace(resolved, height=int(resolution[0]), width=int(resolution[1]))
+        check_resolution(resolved.height, resolved.width)
         # bf16 on GPUs (the released mixed precision), fp32 on the CPU (bf16 matmuls are slow there)
         dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
         if progress:
@@ -147,7 +171,9 @@ class Engine:
             progress(StageEvent("load", "VAE"))
         vae = load_wan_vae(resolved.vae, device=dev, dtype=torch.float32)
         log.info("loaded %s on %s (%s)", resolved.id, dev, used_precision)
-        return cls(resolved, transformer, vae, text_encoder, dev, dtype, used_precision)
+        engine = cls(resolved, transformer, vae, text_encoder, dev, dtype, used_precision)
+        engine.vram_mode = vram_mode
+        return engine
 
     @classmethod
     def demo(cls, device: str = "cpu") -> Engine:
@@ -181,10 +207,10 @@ class Engine:
         return self._text_cache[key]
 
     def _maybe_offload_text_encoder(self) -> None:
-        if self.device.type != "cuda":
+        if self.device.type != "cuda" or self.vram_mode == "high":
             return
         total = torch.cuda.get_device_properties(self.device).total_memory
-        if total < 20 * 2**30:  # memory is short: the 5 GB encoder leaves the GPU between jobs
+        if self.vram_mode == "low" or total < 20 * 2**30:  # memory is short: the 5 GB encoder leaves the GPU
             self.text_encoder.offload()
 
     # ------------------------------------------------------------------ public job

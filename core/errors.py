@@ -4,7 +4,6 @@ wrong and, where there is one, what to do about it."""
 from __future__ import annotations
 
 
-
 class StudioError(Exception):
     """Base class of all user-facing errors."""
 

@@ -50,7 +50,7 @@ class ScriptedAdapter(EngineAdapter):
         self.saved: dict = {}
         self.exported: list = []
 
-    def load(self, model, precision="auto", vram_mode="auto"):
+    def load(self, model, precision="auto", vram_mode="auto", resolution=None):
         yield StageEvent("load", model)
         self.engine = type("E", (), {"info": {"model_id": "scripted", "is_demo": True, "device": "cpu",
                                                 "precision": "fp32", "height": H, "width": W, "fps": 16}})()

@@ -251,3 +251,23 @@ def test_missing_model_file_is_clear(tmp_path, studio_home):
     from core.errors import ModelNotFoundError
     with pytest.raises(ModelNotFoundError, match="lacks vae"):
         Engine.load(str(broken), device="cpu")
+
+
+@pytest.mark.parametrize("hw, needle", [((480, 830), "multiple of 16"), ((0, 832), "multiple of 16"),
+                                        ((4096, 4096), "larger than")])
+def test_bad_resolution_is_a_clear_error(hw, needle):
+    from core.engine import check_resolution
+    from core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=needle):
+        check_resolution(*hw)
+
+
+def test_resolution_override_changes_the_frame_size(studio_home):
+    from core.engine import Engine
+    from core.export import read_mp4_info  # noqa: F401 - same import path as the CLI
+
+    engine = Engine.load("demo", device="cpu", resolution=(48, 96), vram_mode="low")
+    assert (engine.info["height"], engine.info["width"]) == (48, 96) and engine.vram_mode == "low"
+    previews = [e for e in _run(engine, Timeline.single("tiny frames", 2.5)) if isinstance(e, BlockPreviewEvent)]
+    assert previews[0].frames.shape[1:] == (48, 96, 3)

@@ -1,10 +1,14 @@
 """Triton depthwise 3x3 conv + bias + GLU on channels-last features; math in core/kernels/dwconv_glu.py.
 
 Memory-bound: per token it reads 2F inputs and writes F outputs (480p block: 15,600 tokens x 13,440 channels,
-~0.63 GB, ~0.2 ms at 3 TB/s). A program owns BLOCK_P pixels (flattened h*W + w, so W = 52 wastes no lanes) of one
-frame x BLOCK_C output channels; for each of the 9 taps it loads the shifted (BLOCK_P, BLOCK_C) tiles of both GLU
-halves. The 8 neighbours' re-reads hit L1/L2 (neighbouring programs run at the same time), so DRAM sees each input
-about once."""
+~0.63 GB, ~0.2 ms at 3 TB/s).
+
+Version 2 (row sweep). A program owns one frame, a (BLOCK_W columns x BLOCK_C channels) strip of both GLU halves and a
+run of output rows. It walks down the input rows once: each input row is loaded at the three column shifts (the two
+shifted loads hit L1) and added into the three output rows it touches, which are carried between iterations as
+partial sums (row i completes output row i-1, then starts output row i+1). So each input element is read from DRAM
+once and, with `silu_input`, activated 3 times (version 1: a 16-pixel tile loaded each of the 9 taps through L2 and
+applied SiLU 9 times per element, 1.55 ms at the block's sizes)."""
 
 from __future__ import annotations
 
@@ -12,53 +16,142 @@ import torch
 import triton
 import triton.language as tl
 
-from core.kernels._triton import Kernel, empty
+from core.kernels._triton import Kernel, empty, sm_count
 from core.kernels.dwconv_glu import _check
+
+# Launch settings (H100, one 480p block; docs/perf-notes.md); module-level so the bench can sweep them.
+# block_w / block_c: the (columns x channels) strip of a program (ptxas, sm_90: 64 x 16 with 4 warps takes 168
+# registers and no spills; 64 x 32 with 4 warps spills); rows: output rows per program (None: whole frames when that
+# already gives `waves` waves of programs); fast_sigmoid: SiLU's sigmoid as 0.5 + 0.5 tanh(x/2) on the GPU's tanh
+# unit (one special-function op instead of exp + reciprocal; ~1e-3 relative error per sigmoid, used for 16-bit
+# outputs only, whose own rounding is 4e-3).
+# maxnreg: register cap per thread (None: ptxas's choice, ~178, which leaves one 8-warp program per SM; 128 gives
+# two, with ~200 bytes of spills to L1). Run 4 sweep: 0.80 ms (0.86 uncapped; 0.96 with the exact sigmoid).
+CFG = {"block_w": 64, "block_c": 16, "num_warps": 8, "rows": None, "waves": 4, "fast_sigmoid": True, "maxnreg": 128}
 
 
 @Kernel
-def _dwconv_glu_kernel(x_ptr, w_ptr, b_ptr, out_ptr,
-                       H, W, F,
-                       s_xt, s_xp, s_ot, s_op,
-                       HAS_BIAS: tl.constexpr, SILU_INPUT: tl.constexpr,
-                       BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
-    pid_p = tl.program_id(0)
+def _dwconv_glu_rows_kernel(x_ptr, w_ptr, b_ptr, out_ptr,
+                            H, W, F, rows_per_prog, n_wblocks,
+                            s_xt, s_xp, s_ot, s_op,
+                            HAS_BIAS: tl.constexpr, SILU_INPUT: tl.constexpr, FAST_SIGMOID: tl.constexpr,
+                            BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
+    pid_rw = tl.program_id(0)
     pid_c = tl.program_id(1)
     frame = tl.program_id(2).to(tl.int64)
-    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)          # pixel index h*W + w within the frame
-    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)          # output channel (GLU value half)
-    mask_p = offs_p < H * W
+    r0 = (pid_rw // n_wblocks) * rows_per_prog
+    r1 = tl.minimum(r0 + rows_per_prog, H)
+    offs_w = (pid_rw % n_wblocks) * BLOCK_W + tl.arange(0, BLOCK_W)     # output column
+    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)                     # output channel (GLU value half)
     mask_c = offs_c < F
-    hh = offs_p // W
-    ww = offs_p % W
+    mask_w = offs_w < W
     x_base = x_ptr + frame * s_xt
+    o_base = out_ptr + frame * s_ot
 
-    acc_a = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
-    acc_g = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
-    for tap in tl.static_range(9):
-        dh = tap // 3 - 1
-        dw = tap % 3 - 1
-        h2 = hh + dh
-        w2 = ww + dw
-        valid = mask_p & (h2 >= 0) & (h2 < H) & (w2 >= 0) & (w2 < W)
-        src = (h2 * W + w2).to(tl.int64) * s_xp
-        m = valid[:, None] & mask_c[None, :]
-        ptrs = x_base + src[:, None] + offs_c[None, :]
-        xa = tl.load(ptrs, mask=m, other=0.0).to(tl.float32)
-        xg = tl.load(ptrs + F, mask=m, other=0.0).to(tl.float32)
+    # tap weights w (9, 2F), tap = dh * 3 + dw: loaded inside the loop right before use (L1 hits). Held across the
+    # loop, the 18 weight rows of BLOCK_C channels took ~144 registers per thread and the kernel spilled.
+    wa_ptr = w_ptr + offs_c
+    wg_ptr = w_ptr + F + offs_c
+    # column shifts: input column = output column - 1, +0, +1 (zero padding outside the frame)
+    col_l = offs_w - 1
+    col_r = offs_w + 1
+    ok_l = (col_l >= 0) & (col_l < W)
+    ok_c = mask_w
+    ok_r = col_r < W
+    # pointer offsets of the three column shifts within a row, and their masks (without the row's own validity)
+    off_l = col_l[:, None] * s_xp + offs_c[None, :]
+    off_c = offs_w[:, None] * s_xp + offs_c[None, :]
+    off_r = col_r[:, None] * s_xp + offs_c[None, :]
+    # partial sums: prev_* = output row i-1 (rows i-2, i-1 added), cur_* = output row i (row i-1 added)
+    prev_a = tl.zeros((BLOCK_W, BLOCK_C), dtype=tl.float32)
+    prev_g = tl.zeros((BLOCK_W, BLOCK_C), dtype=tl.float32)
+    cur_a = tl.zeros((BLOCK_W, BLOCK_C), dtype=tl.float32)
+    cur_g = tl.zeros((BLOCK_W, BLOCK_C), dtype=tl.float32)
+    # software prefetch: row i+1 is loaded while row i is computed (Triton pipelines only loads that feed dots;
+    # without it a program had one row of loads in flight and the kernel ran at ~0.8 TB/s, latency-bound)
+    jv = offs_w * 0 + (r0 - 1)                                           # (BLOCK_W,) first input row
+    ok = (jv >= 0) & (jv < H)
+    rb = x_base + (r0 - 1) * W * s_xp
+    na_l = tl.load(rb + off_l, mask=(ok_l & ok)[:, None] & mask_c[None, :], other=0.0)
+    na_c = tl.load(rb + off_c, mask=(ok_c & ok)[:, None] & mask_c[None, :], other=0.0)
+    na_r = tl.load(rb + off_r, mask=(ok_r & ok)[:, None] & mask_c[None, :], other=0.0)
+    ng_l = tl.load(rb + F + off_l, mask=(ok_l & ok)[:, None] & mask_c[None, :], other=0.0)
+    ng_c = tl.load(rb + F + off_c, mask=(ok_c & ok)[:, None] & mask_c[None, :], other=0.0)
+    ng_r = tl.load(rb + F + off_r, mask=(ok_r & ok)[:, None] & mask_c[None, :], other=0.0)
+    for i in range(r0 - 1, r1 + 1):                                      # input rows
+        iv = offs_w * 0 + i                                              # (BLOCK_W,) row index as a vector
+        xa_l = na_l.to(tl.float32)
+        xa_c = na_c.to(tl.float32)
+        xa_r = na_r.to(tl.float32)
+        xg_l = ng_l.to(tl.float32)
+        xg_c = ng_c.to(tl.float32)
+        xg_r = ng_r.to(tl.float32)
+        ok = (iv + 1 < H) & (iv + 1 <= r1)                               # row i+1 is needed and exists
+        rb = x_base + (i + 1) * W * s_xp
+        na_l = tl.load(rb + off_l, mask=(ok_l & ok)[:, None] & mask_c[None, :], other=0.0)
+        na_c = tl.load(rb + off_c, mask=(ok_c & ok)[:, None] & mask_c[None, :], other=0.0)
+        na_r = tl.load(rb + off_r, mask=(ok_r & ok)[:, None] & mask_c[None, :], other=0.0)
+        ng_l = tl.load(rb + F + off_l, mask=(ok_l & ok)[:, None] & mask_c[None, :], other=0.0)
+        ng_c = tl.load(rb + F + off_c, mask=(ok_c & ok)[:, None] & mask_c[None, :], other=0.0)
+        ng_r = tl.load(rb + F + off_r, mask=(ok_r & ok)[:, None] & mask_c[None, :], other=0.0)
         if SILU_INPUT:  # zero padding stays zero: SiLU(0) = 0
-            xa = xa * tl.sigmoid(xa)
-            xg = xg * tl.sigmoid(xg)
-        wa = tl.load(w_ptr + tap * (2 * F) + offs_c, mask=mask_c, other=0.0).to(tl.float32)
-        wg = tl.load(w_ptr + tap * (2 * F) + F + offs_c, mask=mask_c, other=0.0).to(tl.float32)
-        acc_a += xa * wa[None, :]
-        acc_g += xg * wg[None, :]
-    if HAS_BIAS:
-        acc_a += tl.load(b_ptr + offs_c, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-        acc_g += tl.load(b_ptr + offs_c + F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-    out = acc_a * (acc_g * tl.sigmoid(acc_g))
-    o_ptrs = out_ptr + frame * s_ot + offs_p.to(tl.int64)[:, None] * s_op + offs_c[None, :]
-    tl.store(o_ptrs, out.to(out_ptr.dtype.element_ty), mask=mask_p[:, None] & mask_c[None, :])
+            if FAST_SIGMOID:
+                xa_l = xa_l * (0.5 + 0.5 * tl.inline_asm_elementwise(
+                    "tanh.approx.f32 $0, $1;", "=r,r", [0.5 * xa_l], dtype=tl.float32, is_pure=True, pack=1))
+                xa_c = xa_c * (0.5 + 0.5 * tl.inline_asm_elementwise(
+                    "tanh.approx.f32 $0, $1;", "=r,r", [0.5 * xa_c], dtype=tl.float32, is_pure=True, pack=1))
+                xa_r = xa_r * (0.5 + 0.5 * tl.inline_asm_elementwise(
+                    "tanh.approx.f32 $0, $1;", "=r,r", [0.5 * xa_r], dtype=tl.float32, is_pure=True, pack=1))
+            else:
+                xa_l = xa_l * tl.sigmoid(xa_l)
+                xa_c = xa_c * tl.sigmoid(xa_c)
+                xa_r = xa_r * tl.sigmoid(xa_r)
+        # input row i is kernel row dh=2 of output row i-1, dh=1 of output row i, dh=0 of output row i+1
+        done_a = (prev_a + xa_l * tl.load(wa_ptr + 6 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :] + xa_c * tl.load(wa_ptr + 7 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+                  + xa_r * tl.load(wa_ptr + 8 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :])
+        prev_a = (cur_a + xa_l * tl.load(wa_ptr + 3 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :] + xa_c * tl.load(wa_ptr + 4 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+                  + xa_r * tl.load(wa_ptr + 5 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :])
+        cur_a = (xa_l * tl.load(wa_ptr + 0 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :] + xa_c * tl.load(wa_ptr + 1 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+                 + xa_r * tl.load(wa_ptr + 2 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :])
+        if SILU_INPUT:
+            if FAST_SIGMOID:
+                xg_l = xg_l * (0.5 + 0.5 * tl.inline_asm_elementwise(
+                    "tanh.approx.f32 $0, $1;", "=r,r", [0.5 * xg_l], dtype=tl.float32, is_pure=True, pack=1))
+                xg_c = xg_c * (0.5 + 0.5 * tl.inline_asm_elementwise(
+                    "tanh.approx.f32 $0, $1;", "=r,r", [0.5 * xg_c], dtype=tl.float32, is_pure=True, pack=1))
+                xg_r = xg_r * (0.5 + 0.5 * tl.inline_asm_elementwise(
+                    "tanh.approx.f32 $0, $1;", "=r,r", [0.5 * xg_r], dtype=tl.float32, is_pure=True, pack=1))
+            else:
+                xg_l = xg_l * tl.sigmoid(xg_l)
+                xg_c = xg_c * tl.sigmoid(xg_c)
+                xg_r = xg_r * tl.sigmoid(xg_r)
+        done_g = (prev_g + xg_l * tl.load(wg_ptr + 6 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :] + xg_c * tl.load(wg_ptr + 7 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+                  + xg_r * tl.load(wg_ptr + 8 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :])
+        prev_g = (cur_g + xg_l * tl.load(wg_ptr + 3 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :] + xg_c * tl.load(wg_ptr + 4 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+                  + xg_r * tl.load(wg_ptr + 5 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :])
+        cur_g = (xg_l * tl.load(wg_ptr + 0 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :] + xg_c * tl.load(wg_ptr + 1 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+                 + xg_r * tl.load(wg_ptr + 2 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :])
+        if HAS_BIAS:
+            done_a += tl.load(b_ptr + offs_c, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+            done_g += tl.load(b_ptr + F + offs_c, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+        out = done_a * (done_g * tl.sigmoid(done_g))
+        m_o = (mask_w & (iv - 1 >= r0))[:, None] & mask_c[None, :]
+        tl.store(o_base + ((iv - 1) * W + offs_w).to(tl.int64)[:, None] * s_op + offs_c[None, :],
+                 out.to(out_ptr.dtype.element_ty), mask=m_o)
+
+
+def launch_shape(BT: int, H: int, W: int, F: int, device: torch.device) -> tuple[int, int, int, int]:
+    """(BLOCK_W, BLOCK_C, rows per program, column blocks) for a (BT, H, W, 2F) input under CFG."""
+    block_w = max(16, min(triton.next_power_of_2(max(W, 1)), CFG["block_w"]))
+    block_c = max(16, min(CFG["block_c"], triton.next_power_of_2(max(F, 1))))
+    n_wblocks = triton.cdiv(W, block_w)
+    rows = CFG["rows"]
+    if rows is None:
+        # whole frames when that already gives enough programs, else shorter runs of rows (2 extra rows each)
+        base = BT * n_wblocks * triton.cdiv(F, block_c)
+        want = CFG["waves"] * sm_count(device)
+        rows = H if base >= want else max(4, triton.cdiv(H * base, want))
+    return block_w, block_c, max(1, min(rows, H)), n_wblocks
 
 
 def dwconv3x3_glu_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -77,12 +170,14 @@ def dwconv3x3_glu_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
         raise ValueError("out must be a contiguous (B*T, H, W, F) tensor in x.dtype")
     if BT * H * W * F == 0:
         return out
-    block_p, block_c = 16, 64      # sm_90 (ptxas): 166 registers, no spills; 32x64 tiles spill
-    grid = (triton.cdiv(H * W, block_p), triton.cdiv(F, block_c), BT)
-    _dwconv_glu_kernel.on(x.device)[grid](
-        x, w, b, out, H, W, F,
+    block_w, block_c, rows, n_wblocks = launch_shape(BT, H, W, F, x.device)
+    grid = (triton.cdiv(H, rows) * n_wblocks, triton.cdiv(F, block_c), BT)
+    _dwconv_glu_rows_kernel.on(x.device)[grid](
+        x, w, b, out, H, W, F, rows, n_wblocks,
         x.stride(0), C, out.stride(0), F,
-        HAS_BIAS=bias is not None, SILU_INPUT=bool(silu_input), BLOCK_P=block_p, BLOCK_C=block_c,
-        num_warps=4,
+        HAS_BIAS=bias is not None, SILU_INPUT=bool(silu_input),
+        FAST_SIGMOID=bool(CFG["fast_sigmoid"]) and x.is_cuda and x.element_size() == 2,
+        BLOCK_W=block_w, BLOCK_C=block_c,
+        num_warps=CFG["num_warps"], **({"maxnreg": CFG["maxnreg"]} if CFG.get("maxnreg") else {}),
     )
     return out

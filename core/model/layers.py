@@ -7,14 +7,19 @@ code fuses: qkv, cross kv; 1x1 convs as Linears; the dense (3,1) temporal conv a
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from core.config import TransformerConfig
+from core.kernels.dwconv_glu import dwconv3x3_glu
 from core.kernels.linear_attention import linear_attn_apply, linear_attn_state
 
+# A/B knob: SANA_VIDEO_FUSED_DWCONV=0 runs the FFN middle as SiLU -> cuDNN depthwise conv -> GLU (three passes over
+# the 2F-wide tensor) instead of the fused dwconv3x3_glu kernel
+FUSED_DWCONV = os.environ.get("SANA_VIDEO_FUSED_DWCONV", "1") not in ("", "0", "false", "False")
 # depthwise conv calls above this many elements are split (int32 indexing limit, as the official code does)
 _MAX_CONV_ELEMENTS = 2**30
 # additive text-mask bias of the official code and diffusers: masked keys get exp(-1e4) == 0
@@ -181,14 +186,23 @@ class MixFFN(nn.Module):
             out = torch.cat([self.depthwise(part) for part in img.split(per_call, dim=0)], dim=0)
         return out.permute(0, 2, 3, 1).reshape(b, n, c)
 
+    def _glu_middle(self, h: torch.Tensor, frames: int, height: int, width: int) -> torch.Tensor:
+        """Pre-activation h (B, N, 2F) -> SiLU -> depthwise 3x3 per frame (+bias) -> value * SiLU(gate): (B, N, F)."""
+        b, n, _ = h.shape
+        if FUSED_DWCONV:
+            # one pass (Triton on CUDA: the 2F-wide tensor is read once; reference math on the CPU)
+            glu = dwconv3x3_glu(h.view(b * frames, height, width, 2 * self.hidden), self.depthwise.weight,
+                                self.depthwise.bias, silu_input=True)       # (B*T, H', W', F)
+            return glu.view(b, n, self.hidden)
+        value, gate = self._depthwise(F.silu(h), frames, height, width).chunk(2, dim=-1)
+        return value * F.silu(gate)
+
     def forward(self, x: torch.Tensor, frames: int, height: int, width: int,
                 prev_frame: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, N, D) -> (y (B, N, D), u (B, T, H'W', D) post-point-conv features)."""
         b, n, d = x.shape
-        h = F.silu(self.inverted(x))                                          # (B, N, 2F)
-        h = self._depthwise(h, frames, height, width)
-        value, gate = h.chunk(2, dim=-1)
-        u = self.point(value * F.silu(gate)).view(b, frames, height * width, d)   # (B, T, HW, D)
+        h = self.inverted(x)                                                  # (B, N, 2F) pre-activation
+        u = self.point(self._glu_middle(h, frames, height, width)).view(b, frames, height * width, d)  # (B,T,HW,D)
         left = u.new_zeros(b, 1, height * width, d) if prev_frame is None else prev_frame[:, None].to(u.dtype)
         right = u.new_zeros(b, 1, height * width, d)
         padded = torch.cat([left, u, right], dim=1)                           # (B, T+2, HW, D)

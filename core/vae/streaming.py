@@ -24,10 +24,25 @@ class WanStreamingDecoder:
     decode_block(latents (B, 16, t, h, w)) -> frames (B, 3, F, 8h, 8w) in [-1, 1], model dtype;
     F = 1 + 4 (t - 1) for the first block of a video, 4 t for every later one.
     `frames_per_pass` latent frames go through the network at once (1 = diffusers' peak memory; None = 1 on GPU,
-    4 on CPU; the frames match for any value)."""
+    4 on CPU; the frames match for any value).
 
-    def __init__(self, model: WanVAEDecoder, frames_per_pass: int | None = None) -> None:
-        self.model = model.eval()
+    Speed options (defaults keep the reference behaviour; see bench/vae.py for the H100 numbers):
+      dtype: cast the model's weights (e.g. torch.bfloat16: cuDNN accumulates convs in fp32, norms run in fp32);
+      fast: WanVAEDecoder.configure(fast=True): channels_last_3d, preallocated causal context, fused Triton
+        RMS norm + SiLU (GPU);
+      cudnn_benchmark: let cuDNN time its conv algorithms during decode_block (first call of each shape is slow);
+      compile: torch.compile the network pass (reference path only: compile fuses the norm / SiLU / cache copies
+        itself; the first passes of each shape compile for a minute or more)."""
+
+    def __init__(self, model: WanVAEDecoder, frames_per_pass: int | None = None, *, dtype: torch.dtype | None = None,
+                 fast: bool = False, cudnn_benchmark: bool = False, compile: bool = False, taps2d: bool = False) -> None:
+        if dtype is not None:
+            model = model.to(dtype)
+        if compile and fast:
+            raise ValueError("compile=True goes with fast=False (the Triton launcher is not traceable)")
+        self.model = model.eval().configure(fast=fast, taps2d=taps2d)
+        self._network = torch.compile(self.model, dynamic=False) if compile else self.model
+        self.cudnn_benchmark = cudnn_benchmark
         self.config: WanVAEConfig = model.config
         if frames_per_pass is None:
             # GPU: one latent frame per pass keeps the peak at diffusers' level (~4 px frames of 96 ch at full size);
@@ -83,15 +98,21 @@ class WanStreamingDecoder:
         # caller may retry (e.g. with a smaller frames_per_pass). Convs replace their entries, never edit them.
         cache_before, frames_before = dict(self._cache), self._frames_done
         pieces = []
+        benchmark_before = torch.backends.cudnn.benchmark
+        if self.cudnn_benchmark:
+            torch.backends.cudnn.benchmark = True
         try:
             for start in range(0, z.shape[2], self.frames_per_pass):
                 chunk = z[:, :, start:start + self.frames_per_pass]
-                pieces.append(self.model(chunk, self._cache, first_chunk=self._frames_done == 0))
+                pieces.append(self._network(chunk, self._cache, first_chunk=self._frames_done == 0))
                 self._frames_done += chunk.shape[2]
         except BaseException:
             self._cache, self._frames_done = cache_before, frames_before
             raise
-        return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=2)
+        finally:
+            torch.backends.cudnn.benchmark = benchmark_before
+        out = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=2)
+        return out.contiguous()  # the fast path computes channels_last_3d; callers get the plain layout
 
     def decode_full(self, latents: torch.Tensor, normalized: bool = True) -> torch.Tensor:
         """Decode a whole video (resets before and after, like diffusers' decode)."""

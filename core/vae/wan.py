@@ -19,6 +19,9 @@ frames after the first one, with zero padding in front. `first_chunk=True` marks
 
 from __future__ import annotations
 
+import functools
+import os
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -29,6 +32,27 @@ CACHE_T = 2  # frames of context a kernel-3 causal conv needs from the previous 
 
 # name of a causal conv (its module path) -> its last <= CACHE_T input frames, (B, C, <=2, H, W)
 ConvCache = dict[str, torch.Tensor]
+
+
+def _format_of(x: torch.Tensor) -> torch.memory_format:
+    """channels_last_3d for tensors laid out that way (the fast path), else the default layout."""
+    if x.dim() == 5 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last_3d):
+        return torch.channels_last_3d
+    return torch.contiguous_format
+
+
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    return x if x.is_contiguous(memory_format=torch.channels_last_3d) else x.contiguous(memory_format=torch.channels_last_3d)
+
+
+@functools.lru_cache(maxsize=1)
+def _fused_norm_silu():
+    """core.vae.norm_silu_triton.rms_silu_into, or None where Triton cannot be imported (then PyTorch ops)."""
+    try:
+        from core.vae.norm_silu_triton import rms_silu_into
+    except Exception:  # ImportError, or a broken Triton / driver: the unfused ops compute the same function
+        return None
+    return rms_silu_into
 
 
 class CausalConv3d(nn.Conv3d):
@@ -43,9 +67,15 @@ class CausalConv3d(nn.Conv3d):
         self.time_pad = 2 * pt  # all temporal padding goes in front
         self.spatial_pad = (pw, pw, ph, ph)
         self.cache_key = ""
+        self.fast = False  # set by WanVAEDecoder.configure
+        self.taps2d = False
 
-    def forward(self, x: torch.Tensor, cache: ConvCache | None = None) -> torch.Tensor:
-        # x (B, C, T, H, W) -> (B, C_out, T, H, W)
+    def forward(self, x: torch.Tensor, cache: ConvCache | None = None, pre_norm: RMSNorm | None = None) -> torch.Tensor:
+        # x (B, C, T, H, W) -> (B, C_out, T, H, W); with pre_norm the conv's input is silu(pre_norm(x))
+        if self.fast:
+            return self._forward_fast(x, cache, pre_norm)
+        if pre_norm is not None:
+            x = F.silu(pre_norm(x))
         if self.time_pad == 0:  # kernel 1 in time: no context (post_quant_conv, conv_shortcut)
             return super().forward(F.pad(x, self.spatial_pad) if any(self.spatial_pad) else x)
         previous = cache.get(self.cache_key) if cache is not None else None
@@ -58,6 +88,52 @@ class CausalConv3d(nn.Conv3d):
         if padded.device.type == "cpu":
             return self._conv_as_2d(padded)
         return super().forward(padded)
+
+    def _forward_fast(self, x: torch.Tensor, cache: ConvCache | None, pre_norm: RMSNorm | None) -> torch.Tensor:
+        """GPU fast path (WanVAEDecoder.configure(fast=True)): channels_last_3d tensors, one preallocated context
+        buffer per call instead of torch.cat + F.pad copies, the norm + SiLU written straight into it by one Triton
+        kernel, spatial zero padding done by the conv itself. Same function; different rounding order only."""
+        x = _channels_last(x)
+        b, c, t, h, w = x.shape
+        ph, pw = self.spatial_pad[2], self.spatial_pad[0]
+        pad = self.time_pad
+        if pad == 0:
+            y = F.silu(pre_norm(x)) if pre_norm is not None else x
+            return F.conv3d(y, self.weight, self.bias, padding=(0, ph, pw))
+        previous = cache.get(self.cache_key) if cache is not None else None
+        n_prev = 0 if previous is None else previous.shape[2]
+        # ctx (B, C, pad + T, H, W): [zeros at the video start | cached frames | silu(norm(x))]
+        ctx = torch.empty((b, c, pad + t, h, w), dtype=x.dtype, device=x.device, memory_format=torch.channels_last_3d)
+        if n_prev < pad:
+            ctx[:, :, :pad - n_prev].zero_()
+        if n_prev:
+            ctx[:, :, pad - n_prev:pad].copy_(previous)
+        body = ctx[:, :, pad:]
+        if pre_norm is None:
+            body.copy_(x)
+        else:
+            pre_norm.silu_into(x, body)
+        if cache is not None:
+            keep = min(pad, n_prev + t)  # real frames only: the cache never stores the zero padding
+            cache[self.cache_key] = ctx[:, :, pad + t - keep:].clone()
+        if self.taps2d and b == 1:
+            return self._conv_taps_views(ctx, t, (ph, pw))
+        return F.conv3d(ctx, self.weight, self.bias, padding=(0, ph, pw))
+
+    def _conv_taps_views(self, ctx: torch.Tensor, t: int, padding: tuple[int, int]) -> torch.Tensor:
+        """Experimental alternative to cuDNN conv3d: one channels_last conv2d per temporal tap over views of the
+        context (no copies: a channels_last_3d (1, C, T', H, W) tensor is a channels_last (T', C, H, W) one)."""
+        frames = ctx[0].transpose(0, 1)  # (T', C, H, W) channels_last view
+        key = (self.weight.dtype, self.weight.device)
+        if getattr(self, "_tap_weights_key", None) != key:
+            self._tap_weights = [self.weight[:, :, k].contiguous(memory_format=torch.channels_last)
+                                 for k in range(self.kernel_size[0])]
+            self._tap_weights_key = key
+        out = None
+        for k, weight in enumerate(self._tap_weights):
+            y = F.conv2d(frames[k:k + t], weight, self.bias if k == 0 else None, padding=padding)
+            out = y if out is None else out.add_(y)
+        return out.transpose(0, 1).unsqueeze(0)  # (1, C_out, T, H, W) channels_last_3d
 
     def _conv_as_2d(self, padded: torch.Tensor) -> torch.Tensor:
         """The same convolution as a sum over temporal taps of 2D convs: PyTorch's CPU conv3d falls back to a slow
@@ -90,6 +166,18 @@ class RMSNorm(nn.Module):
         inv_norm = (xf * xf).sum(dim=1, keepdim=True).clamp_min_(1e-24).rsqrt_()
         return (xf * inv_norm).to(x.dtype) * (self.gamma * self.scale)
 
+    def silu_into(self, x: torch.Tensor, out: torch.Tensor) -> None:
+        """out[...] = silu(self(x)); one fused Triton pass for channels_last_3d video tensors where Triton loads
+        (CUDA; CPU only under TRITON_INTERPRET=1, for tests), else the PyTorch ops. out may be a slice of a buffer."""
+        kernel = _fused_norm_silu()
+        if kernel is not None and (x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"):
+            try:
+                kernel(x, self.gamma, self.scale, out, silu=True)
+                return
+            except ValueError:  # not channels_last_3d-dense: take the PyTorch ops
+                pass
+        out.copy_(F.silu(self(x)))
+
 
 class ResidualBlock(nn.Module):
     def __init__(self, in_dim: int, out_dim: int) -> None:
@@ -102,8 +190,8 @@ class ResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: ConvCache) -> torch.Tensor:
         shortcut = x if self.conv_shortcut is None else self.conv_shortcut(x)
-        h = self.conv1(F.silu(self.norm1(x)), cache)
-        h = self.conv2(F.silu(self.norm2(h)), cache)  # dropout is identity at inference
+        h = self.conv1(x, cache, pre_norm=self.norm1)  # conv1(silu(norm1(x)))
+        h = self.conv2(h, cache, pre_norm=self.norm2)  # dropout is identity at inference
         return h + shortcut
 
 
@@ -120,7 +208,7 @@ class AttentionBlock(nn.Module):
         b, c, t, h, w = x.shape
         frames = x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
         qkv = self.to_qkv(self.norm(frames))  # (bt, 3c, h, w); channels [q | k | v]
-        qkv = qkv.reshape(b * t, 1, 3 * c, h * w).transpose(2, 3)  # (bt, 1, hw, 3c)
+        qkv = qkv.flatten(2).transpose(1, 2).unsqueeze(1)  # (bt, 1, hw, 3c); a view for channels_last
         q, k, v = qkv.chunk(3, dim=-1)
         out = F.scaled_dot_product_attention(q.contiguous(), k.contiguous(), v.contiguous())  # (bt, 1, hw, c)
         out = out.squeeze(1).transpose(1, 2).reshape(b * t, c, h, w)
@@ -146,8 +234,14 @@ class Upsample(nn.Module):
             return head
         b, c, t, h, w = rest.shape
         y = self.time_conv(rest, cache)  # (B, 2C, t, H, W): output channels [frame 2i | frame 2i+1]
-        y = y.view(b, 2, c, t, h, w).permute(0, 2, 3, 1, 4, 5).reshape(b, c, 2 * t, h, w)
-        return y if head is None else torch.cat([head, y], dim=2)
+        n_head = 0 if head is None else 1
+        # out (B, C, n_head + 2t, H, W) in the memory format of y (channels_last_3d on the fast path): pure copies
+        out = torch.empty((b, c, n_head + 2 * t, h, w), dtype=y.dtype, device=y.device, memory_format=_format_of(y))
+        if head is not None:
+            out[:, :, :1].copy_(head)
+        out[:, :, n_head::2].copy_(y[:, :c])
+        out[:, :, n_head + 1::2].copy_(y[:, c:])
+        return out
 
     def forward(self, x: torch.Tensor, cache: ConvCache, first_chunk: bool) -> torch.Tensor:
         if self.temporal:
@@ -216,7 +310,7 @@ class Decoder3d(nn.Module):
         x = self.mid_block(x, cache)
         for block in self.up_blocks:
             x = block(x, cache, first_chunk)
-        return self.conv_out(F.silu(self.norm_out(x)), cache)
+        return self.conv_out(x, cache, pre_norm=self.norm_out)  # conv_out(silu(norm_out(x)))
 
 
 class WanVAEDecoder(nn.Module):
@@ -231,11 +325,35 @@ class WanVAEDecoder(nn.Module):
             if isinstance(module, CausalConv3d):
                 module.cache_key = name
 
+    @property
+    def fast(self) -> bool:
+        return self.decoder.conv_in.fast
+
+    def configure(self, fast: bool, taps2d: bool = False) -> WanVAEDecoder:
+        """fast=True: the GPU fast path (channels_last_3d activations and conv weights, preallocated causal context
+        buffers, fused RMS norm + SiLU in Triton, conv-side spatial padding). Computes the same function; only the
+        summation order differs (fp32: ~1e-6 relative). fast=False: the reference path (default, exact on CPU).
+        taps2d (with fast, experimental): the 3-frame convs as per-tap conv2d instead of cuDNN conv3d."""
+        for module in self.modules():
+            if isinstance(module, CausalConv3d):
+                module.fast = fast
+                module.taps2d = fast and taps2d
+                module._tap_weights_key = None
+        fmt3d, fmt2d = (torch.channels_last_3d, torch.channels_last) if fast else (torch.contiguous_format,) * 2
+        with torch.no_grad():
+            for module in self.modules():
+                if isinstance(module, (nn.Conv3d, nn.Conv2d)):  # plain assignment keeps the Parameter object
+                    module.weight.data = module.weight.data.contiguous(
+                        memory_format=fmt3d if module.weight.dim() == 5 else fmt2d)
+        return self
+
     def cached_conv_names(self) -> list[str]:
         """Causal convs that keep context frames between chunks, in execution order."""
         return [n for n, m in self.named_modules() if isinstance(m, CausalConv3d) and m.time_pad > 0]
 
     def forward(self, z: torch.Tensor, cache: ConvCache, first_chunk: bool) -> torch.Tensor:
         # z (B, z_dim, t, h, w) raw (denormalised) latents -> frames (B, 3, F, 8h, 8w) clamped to [-1, 1]
+        if self.fast:
+            z = _channels_last(z)
         x = self.post_quant_conv(z)
         return self.decoder(x, cache, first_chunk).clamp_(-1.0, 1.0)
