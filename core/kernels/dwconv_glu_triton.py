@@ -6,9 +6,10 @@ Memory-bound: per token it reads 2F inputs and writes F outputs (480p block: 15,
 Version 2 (row sweep). A program owns one frame, a (BLOCK_W columns x BLOCK_C channels) strip of both GLU halves and a
 run of output rows. It walks down the input rows once: each input row is loaded at the three column shifts (the two
 shifted loads hit L1) and added into the three output rows it touches, which are carried between iterations as
-partial sums (row i completes output row i-1, then starts output row i+1). So each input element is read from DRAM
-once and, with `silu_input`, activated 3 times (version 1: a 16-pixel tile loaded each of the 9 taps through L2 and
-applied SiLU 9 times per element, 1.55 ms at the block's sizes)."""
+partial sums (row i completes output row i-1, then starts output row i+1), and the next row's loads are issued before
+the current row is computed (software prefetch). So each input element is read from DRAM once and, with `silu_input`,
+activated 3 times (version 1: a 16-pixel tile loaded each of the 9 taps through L2 and applied SiLU 9 times per
+element, 1.55 ms at the block's sizes; this one: ~0.8 ms, see docs/perf-notes.md)."""
 
 from __future__ import annotations
 
@@ -20,14 +21,16 @@ from core.kernels._triton import Kernel, empty, sm_count
 from core.kernels.dwconv_glu import _check
 
 # Launch settings (H100, one 480p block; docs/perf-notes.md); module-level so the bench can sweep them.
-# block_w / block_c: the (columns x channels) strip of a program (ptxas, sm_90: 64 x 16 with 4 warps takes 168
-# registers and no spills; 64 x 32 with 4 warps spills); rows: output rows per program (None: whole frames when that
-# already gives `waves` waves of programs); fast_sigmoid: SiLU's sigmoid as 0.5 + 0.5 tanh(x/2) on the GPU's tanh
-# unit (one special-function op instead of exp + reciprocal; ~1e-3 relative error per sigmoid, used for 16-bit
-# outputs only, whose own rounding is 4e-3).
-# maxnreg: register cap per thread (None: ptxas's choice, ~178, which leaves one 8-warp program per SM; 128 gives
-# two, with ~200 bytes of spills to L1). Run 4 sweep: 0.80 ms (0.86 uncapped; 0.96 with the exact sigmoid).
-CFG = {"block_w": 64, "block_c": 16, "num_warps": 8, "rows": None, "waves": 4, "fast_sigmoid": True, "maxnreg": 128}
+# block_w / block_c: the (columns x channels) strip of a program; rows: output rows per program (None: whole frames
+# when that already gives `waves` waves of programs); fast_sigmoid: SiLU's sigmoid as 0.5 + 0.5 tanh(x/2) on the
+# GPU's tanh unit (one special-function op instead of exp + reciprocal; ~1e-3 relative error per sigmoid, used for
+# 16-bit outputs only, whose own rounding is 4e-3); maxnreg: register cap per thread (None: ptxas's choice, ~178
+# for 64 x 16 x 8 warps, one program per SM); hoist_w: keep the 18 tap-weight rows in registers across the row loop
+# instead of reloading them from L1 every row (costs 18 x channels-per-thread registers).
+# Run 5 sweep (H100, one 480p block): 32 x 32, 8 warps, cap 128, hoisted: 0.59 ms, no spills (ptxas -v: 128
+# registers); 64 x 16 not hoisted: 0.71 ms; first row-sweep cut: 1.9 ms (255 registers, spills).
+CFG = {"block_w": 32, "block_c": 32, "num_warps": 8, "rows": None, "waves": 4, "fast_sigmoid": True, "maxnreg": 128,
+       "hoist_w": True}
 
 
 @Kernel
@@ -35,7 +38,7 @@ def _dwconv_glu_rows_kernel(x_ptr, w_ptr, b_ptr, out_ptr,
                             H, W, F, rows_per_prog, n_wblocks,
                             s_xt, s_xp, s_ot, s_op,
                             HAS_BIAS: tl.constexpr, SILU_INPUT: tl.constexpr, FAST_SIGMOID: tl.constexpr,
-                            BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
+                            HOIST_W: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
     pid_rw = tl.program_id(0)
     pid_c = tl.program_id(1)
     frame = tl.program_id(2).to(tl.int64)
@@ -52,6 +55,44 @@ def _dwconv_glu_rows_kernel(x_ptr, w_ptr, b_ptr, out_ptr,
     # loop, the 18 weight rows of BLOCK_C channels took ~144 registers per thread and the kernel spilled.
     wa_ptr = w_ptr + offs_c
     wg_ptr = w_ptr + F + offs_c
+    if HOIST_W:   # alternative: all 18 weight rows in registers for the whole loop (fewer loads, more registers)
+        wa0 = tl.load(wa_ptr + 0 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+        wa1 = tl.load(wa_ptr + 1 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+        wa2 = tl.load(wa_ptr + 2 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+        wa3 = tl.load(wa_ptr + 3 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+        wa4 = tl.load(wa_ptr + 4 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+        wa5 = tl.load(wa_ptr + 5 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+        wa6 = tl.load(wa_ptr + 6 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+        wa7 = tl.load(wa_ptr + 7 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+        wa8 = tl.load(wa_ptr + 8 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+        wg0 = tl.load(wg_ptr + 0 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+        wg1 = tl.load(wg_ptr + 1 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+        wg2 = tl.load(wg_ptr + 2 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+        wg3 = tl.load(wg_ptr + 3 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+        wg4 = tl.load(wg_ptr + 4 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+        wg5 = tl.load(wg_ptr + 5 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+        wg6 = tl.load(wg_ptr + 6 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+        wg7 = tl.load(wg_ptr + 7 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+        wg8 = tl.load(wg_ptr + 8 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+    else:
+        wa0 = tl.zeros((1, BLOCK_C), dtype=tl.float32)
+        wa1 = tl.zeros((1, BLOCK_C), dtype=tl.float32)
+        wa2 = tl.zeros((1, BLOCK_C), dtype=tl.float32)
+        wa3 = tl.zeros((1, BLOCK_C), dtype=tl.float32)
+        wa4 = tl.zeros((1, BLOCK_C), dtype=tl.float32)
+        wa5 = tl.zeros((1, BLOCK_C), dtype=tl.float32)
+        wa6 = tl.zeros((1, BLOCK_C), dtype=tl.float32)
+        wa7 = tl.zeros((1, BLOCK_C), dtype=tl.float32)
+        wa8 = tl.zeros((1, BLOCK_C), dtype=tl.float32)
+        wg0 = tl.zeros((1, BLOCK_C), dtype=tl.float32)
+        wg1 = tl.zeros((1, BLOCK_C), dtype=tl.float32)
+        wg2 = tl.zeros((1, BLOCK_C), dtype=tl.float32)
+        wg3 = tl.zeros((1, BLOCK_C), dtype=tl.float32)
+        wg4 = tl.zeros((1, BLOCK_C), dtype=tl.float32)
+        wg5 = tl.zeros((1, BLOCK_C), dtype=tl.float32)
+        wg6 = tl.zeros((1, BLOCK_C), dtype=tl.float32)
+        wg7 = tl.zeros((1, BLOCK_C), dtype=tl.float32)
+        wg8 = tl.zeros((1, BLOCK_C), dtype=tl.float32)
     # column shifts: input column = output column - 1, +0, +1 (zero padding outside the frame)
     col_l = offs_w - 1
     col_r = offs_w + 1
@@ -107,12 +148,26 @@ def _dwconv_glu_rows_kernel(x_ptr, w_ptr, b_ptr, out_ptr,
                 xa_c = xa_c * tl.sigmoid(xa_c)
                 xa_r = xa_r * tl.sigmoid(xa_r)
         # input row i is kernel row dh=2 of output row i-1, dh=1 of output row i, dh=0 of output row i+1
-        done_a = (prev_a + xa_l * tl.load(wa_ptr + 6 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :] + xa_c * tl.load(wa_ptr + 7 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-                  + xa_r * tl.load(wa_ptr + 8 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :])
-        prev_a = (cur_a + xa_l * tl.load(wa_ptr + 3 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :] + xa_c * tl.load(wa_ptr + 4 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-                  + xa_r * tl.load(wa_ptr + 5 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :])
-        cur_a = (xa_l * tl.load(wa_ptr + 0 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :] + xa_c * tl.load(wa_ptr + 1 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-                 + xa_r * tl.load(wa_ptr + 2 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :])
+        done_a = (prev_a
+                  + xa_l * (wa6 if HOIST_W else
+                               tl.load(wa_ptr + 6 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :])
+                  + xa_c * (wa7 if HOIST_W else
+                               tl.load(wa_ptr + 7 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :])
+                  + xa_r * (wa8 if HOIST_W else
+                               tl.load(wa_ptr + 8 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]))
+        prev_a = (cur_a
+                  + xa_l * (wa3 if HOIST_W else
+                               tl.load(wa_ptr + 3 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :])
+                  + xa_c * (wa4 if HOIST_W else
+                               tl.load(wa_ptr + 4 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :])
+                  + xa_r * (wa5 if HOIST_W else
+                               tl.load(wa_ptr + 5 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]))
+        cur_a = (xa_l * (wa0 if HOIST_W else
+                            tl.load(wa_ptr + 0 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :])
+                 + xa_c * (wa1 if HOIST_W else
+                              tl.load(wa_ptr + 1 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :])
+                 + xa_r * (wa2 if HOIST_W else
+                              tl.load(wa_ptr + 2 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]))
         if SILU_INPUT:
             if FAST_SIGMOID:
                 xg_l = xg_l * (0.5 + 0.5 * tl.inline_asm_elementwise(
@@ -125,12 +180,26 @@ def _dwconv_glu_rows_kernel(x_ptr, w_ptr, b_ptr, out_ptr,
                 xg_l = xg_l * tl.sigmoid(xg_l)
                 xg_c = xg_c * tl.sigmoid(xg_c)
                 xg_r = xg_r * tl.sigmoid(xg_r)
-        done_g = (prev_g + xg_l * tl.load(wg_ptr + 6 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :] + xg_c * tl.load(wg_ptr + 7 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-                  + xg_r * tl.load(wg_ptr + 8 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :])
-        prev_g = (cur_g + xg_l * tl.load(wg_ptr + 3 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :] + xg_c * tl.load(wg_ptr + 4 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-                  + xg_r * tl.load(wg_ptr + 5 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :])
-        cur_g = (xg_l * tl.load(wg_ptr + 0 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :] + xg_c * tl.load(wg_ptr + 1 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-                 + xg_r * tl.load(wg_ptr + 2 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :])
+        done_g = (prev_g
+                  + xg_l * (wg6 if HOIST_W else
+                               tl.load(wg_ptr + 6 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :])
+                  + xg_c * (wg7 if HOIST_W else
+                               tl.load(wg_ptr + 7 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :])
+                  + xg_r * (wg8 if HOIST_W else
+                               tl.load(wg_ptr + 8 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]))
+        prev_g = (cur_g
+                  + xg_l * (wg3 if HOIST_W else
+                               tl.load(wg_ptr + 3 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :])
+                  + xg_c * (wg4 if HOIST_W else
+                               tl.load(wg_ptr + 4 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :])
+                  + xg_r * (wg5 if HOIST_W else
+                               tl.load(wg_ptr + 5 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]))
+        cur_g = (xg_l * (wg0 if HOIST_W else
+                            tl.load(wg_ptr + 0 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :])
+                 + xg_c * (wg1 if HOIST_W else
+                              tl.load(wg_ptr + 1 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :])
+                 + xg_r * (wg2 if HOIST_W else
+                              tl.load(wg_ptr + 2 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]))
         if HAS_BIAS:
             done_a += tl.load(b_ptr + offs_c, mask=mask_c, other=0.0).to(tl.float32)[None, :]
             done_g += tl.load(b_ptr + F + offs_c, mask=mask_c, other=0.0).to(tl.float32)[None, :]
@@ -177,6 +246,7 @@ def dwconv3x3_glu_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
         x.stride(0), C, out.stride(0), F,
         HAS_BIAS=bias is not None, SILU_INPUT=bool(silu_input),
         FAST_SIGMOID=bool(CFG["fast_sigmoid"]) and x.is_cuda and x.element_size() == 2,
+        HOIST_W=bool(CFG.get("hoist_w")),
         BLOCK_W=block_w, BLOCK_C=block_c,
         num_warps=CFG["num_warps"], **({"maxnreg": CFG["maxnreg"]} if CFG.get("maxnreg") else {}),
     )

@@ -30,8 +30,8 @@ from core.kernels._triton import Kernel, dot_mode, empty, sm_count
 # Launch settings (tuned on an H100 at one 480p block's sizes; see docs/perf-notes.md). Module-level so that the
 # bench can sweep them. The fp32 mode (non-bf16 inputs, not the hot path) uses smaller tiles so its fp32 operand
 # buffers fit in shared memory.
-# (bench/dit.py --sweep, runs 2-4: state 0.24-0.30 ms, apply 0.29-0.32 ms; version 1 took 0.79 / 0.53 ms)
-STATE_CFG = {"block_n": 32, "num_warps": 4, "num_stages": 3, "waves": 8}
+# (bench/dit.py --sweep, runs 2-5: state 0.21-0.30 ms, apply 0.25-0.32 ms; version 1 took 0.79 / 0.53 ms)
+STATE_CFG = {"block_n": 32, "num_warps": 4, "num_stages": 3, "waves": 4}
 APPLY_CFG = {"block_n": 128, "num_warps": 8, "num_stages": 2, "waves": 4}
 _FP32_BLOCK_N = 32
 

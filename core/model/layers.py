@@ -15,7 +15,9 @@ from torch import nn
 
 from core.config import TransformerConfig
 from core.kernels.dwconv_glu import dwconv3x3_glu
+from core.kernels.layernorm_modulate import add_layernorm_modulate, layernorm_modulate
 from core.kernels.linear_attention import linear_attn_apply, linear_attn_state
+from core.kernels.rms_norm import qk_rms_norm, rms_norm
 
 # A/B knob: SANA_VIDEO_FUSED_DWCONV=0 runs the FFN middle as SiLU -> cuDNN depthwise conv -> GLU (three passes over
 # the 2F-wide tensor) instead of the fused dwconv3x3_glu kernel
@@ -38,6 +40,12 @@ class RMSNorm(nn.Module):
         x32 = x.float()
         normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
         return normed.to(x.dtype) * self.weight.to(x.dtype)
+
+
+def eager_kernels(x: torch.Tensor) -> bool:
+    """Whether to call the fused norm kernels directly: on CUDA in eager mode. Under torch.compile the plain ops are
+    better, because inductor fuses them with their neighbours (a custom-op kernel is opaque to it)."""
+    return x.is_cuda and not torch.compiler.is_compiling()
 
 
 def layer_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -113,10 +121,14 @@ class LinearSelfAttention(nn.Module):
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x (B, N, D) -> (out (B, N, D), own vk (B, H, d, d) fp32, own k_sum (B, H, d) fp32)."""
         b, n, d = x.shape
-        q, k, v = self.qkv(x).chunk(3, dim=-1)                                # 3 x (B, N, D)
-        q = self.norm_q(q).view(b, n, self.heads, self.head_dim)              # (B, N, H, d)
-        k = self.norm_k(k).view(b, n, self.heads, self.head_dim)
-        v = v.reshape(b, n, self.heads, self.head_dim)
+        qkv = self.qkv(x)                                                     # (B, N, 3D)
+        if eager_kernels(qkv):   # both norms in one pass over the fused projection
+            q, k = qk_rms_norm(qkv, self.norm_q.weight, self.norm_k.weight, self.norm_q.eps)
+        else:
+            q, k = self.norm_q(qkv[..., :d]), self.norm_k(qkv[..., d:2 * d])
+        q = q.view(b, n, self.heads, self.head_dim)                           # (B, N, H, d)
+        k = k.view(b, n, self.heads, self.head_dim)
+        v = qkv[..., 2 * d:].reshape(b, n, self.heads, self.head_dim)
         own_vk, own_k_sum = linear_attn_state(k, v, cos, sin)
         vk, k_sum = own_vk, own_k_sum
         if prev_vk is not None:
@@ -152,7 +164,9 @@ class CrossAttention(nn.Module):
     def forward(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         """x (B, N, D); k, v (B, H, L, d); bias (B, 1, 1, L) additive."""
         b, n, d = x.shape
-        q = self.norm_q(self.q(x)).view(b, n, self.heads, self.head_dim).transpose(1, 2)   # (B, H, N, d)
+        q = self.q(x)
+        q = rms_norm(q, self.norm_q.weight, self.norm_q.eps) if eager_kernels(q) else self.norm_q(q)
+        q = q.view(b, n, self.heads, self.head_dim).transpose(1, 2)                       # (B, H, N, d)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)                    # (B, H, N, d)
         return self.out(out.transpose(1, 2).reshape(b, n, d))
 
@@ -233,13 +247,20 @@ class SanaVideoBlock(nn.Module):
         mod = self.scale_shift_table.to(t_mod.dtype) + t_mod                 # (B, T', 6, D)
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod.unbind(dim=2)
 
-        h = modulate(layer_norm(x, self.norm_eps), shift_msa, scale_msa, frames).to(x.dtype)
+        fused = eager_kernels(x)
+        if fused:
+            h = layernorm_modulate(x, shift_msa, scale_msa, self.norm_eps)
+        else:
+            h = modulate(layer_norm(x, self.norm_eps), shift_msa, scale_msa, frames).to(x.dtype)
         attn_out, own_vk, own_k_sum = self.attn(h, cos, sin, prev_vk, prev_k_sum)
         x = x + gated(attn_out, gate_msa, frames)
 
-        x = x + self.cross(x, text_k, text_v, text_bias)
-
-        h = modulate(layer_norm(x, self.norm_eps), shift_mlp, scale_mlp, frames).to(x.dtype)
+        cross_out = self.cross(x, text_k, text_v, text_bias)
+        if fused:   # residual + norm + modulation in one pass
+            x, h = add_layernorm_modulate(x, cross_out, None, shift_mlp, scale_mlp, self.norm_eps)
+        else:
+            x = x + cross_out
+            h = modulate(layer_norm(x, self.norm_eps), shift_mlp, scale_mlp, frames).to(x.dtype)
         ffn_out, u = self.ffn(h, frames, height, width, prev_frame)
         x = x + gated(ffn_out, gate_mlp, frames)
         return x, own_vk, own_k_sum, u
