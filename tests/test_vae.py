@@ -7,6 +7,9 @@ diffusers is a test-only dependency: it is the reference here, never imported by
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -31,6 +34,7 @@ from core.vae import (
     write_diffusers_vae,
 )
 from core.vae.preview import WAN21_LATENT_RGB_BIAS, WAN21_LATENT_RGB_FACTORS
+from core.vae.streaming import GPU_FAST_SETTINGS
 
 diffusers = pytest.importorskip("diffusers")
 from diffusers import AutoencoderKLWan  # noqa: E402
@@ -238,6 +242,106 @@ def test_cache_from_another_decoder_is_refused(decoder, raw_latents):
         decoder.restore_cache({**saved, "conv.decoder.nonexistent": saved["conv.decoder.conv_in"]})
 
 
+# --- fast path (GPU speed options; same function) -------------------------------------------------------------------
+def test_fast_path_equals_diffusers_and_streams(cfg, state_dict, reference, raw_latents, reference_frames):
+    # fast=True without Triton (CPU, no interpreter): channels_last_3d, preallocated context buffers, conv-side
+    # padding, PyTorch norm + SiLU into the buffer; blocks of uneven size, a save/restore between two decoders
+    dec = WanStreamingDecoder(decoder_from_state_dict(cfg, state_dict), frames_per_pass=3, fast=True, subpixel=True)
+    assert dec.model.fast and dec.model.decoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last_3d)
+    head = torch.cat([dec.decode_block(raw_latents[:, :, :1], normalized=False),
+                      dec.decode_block(raw_latents[:, :, 1:6], normalized=False)], dim=2)
+    resumed = WanStreamingDecoder(decoder_from_state_dict(cfg, state_dict), frames_per_pass=64, fast=True)
+    resumed.restore_cache(load_safetensors_bytes(save_safetensors_bytes(
+        {k: v.cpu() for k, v in dec.save_cache().items()})))
+    tail = resumed.decode_block(raw_latents[:, :, 6:], normalized=False)
+    assert tail.is_contiguous()
+    _assert_matches(torch.cat([head, tail], dim=2), reference_frames)
+    # a batch of two videos through the fast path (per-batch strides in the kernels' fallbacks and views)
+    z = torch.randn(2, 16, 3, 2, 2, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        want = reference.decode(z).sample
+    _assert_matches(dec.decode_full(z, normalized=False), want)
+    # the reference path and the fast path keep interchangeable caches
+    dec.reset()
+    head = torch.cat([dec.decode_block(raw_latents[:, :, :1], normalized=False),
+                      dec.decode_block(raw_latents[:, :, 1:6], normalized=False)], dim=2)
+    plain = WanStreamingDecoder(decoder_from_state_dict(cfg, state_dict), frames_per_pass=64)
+    plain.restore_cache(dec.save_cache())
+    _assert_matches(torch.cat([head, plain.decode_block(raw_latents[:, :, 6:], normalized=False)], dim=2),
+                    reference_frames)
+
+
+def test_speed_options(cfg, state_dict, raw_latents, reference_frames):
+    dec = WanStreamingDecoder(decoder_from_state_dict(cfg, state_dict), frames_per_pass=64, dtype=torch.bfloat16)
+    assert dec.dtype == torch.bfloat16 and not dec.model.fast
+    got = dec.decode_full(raw_latents, normalized=False)
+    assert got.dtype == torch.bfloat16
+    assert _rel_err(got.float(), reference_frames) < 5e-2  # bf16 weights and activations (fp32 norms)
+    fast = WanStreamingDecoder(decoder_from_state_dict(cfg, state_dict), **GPU_FAST_SETTINGS)  # the GPU recipe
+    assert fast.model.fast and fast.dtype == torch.bfloat16
+    assert _rel_err(fast.decode_full(raw_latents, normalized=False).float(), reference_frames) < 5e-2
+    with pytest.raises(ValueError, match="compile"):
+        WanStreamingDecoder(decoder_from_state_dict(cfg, state_dict), fast=True, compile=True)
+    # configure(fast=False) restores the reference layout
+    model = decoder_from_state_dict(cfg, state_dict).configure(fast=True).configure(fast=False)
+    assert not model.fast and model.decoder.conv_in.weight.is_contiguous()
+
+
+_INTERPRETER_CHECK = r"""
+import torch
+from core.vae import WanStreamingDecoder, decoder_from_state_dict, random_wan_vae_state_dict, tiny_wan_vae_config
+from core.vae.norm_silu_triton import rms_silu_into
+from core.vae.wan import RMSNorm
+from diffusers import AutoencoderKLWan
+
+gen = torch.Generator().manual_seed(11)
+# the kernel alone: B=2, a time slice of a NaN-poisoned buffer, C not a power of two
+norm = RMSNorm(12, images=False)
+with torch.no_grad():
+    norm.gamma.copy_(1 + 0.3 * torch.randn(norm.gamma.shape, generator=gen))
+x = torch.randn(2, 12, 3, 5, 7, generator=gen).contiguous(memory_format=torch.channels_last_3d)
+buf = torch.full((2, 12, 5, 5, 7), float("nan")).contiguous(memory_format=torch.channels_last_3d)
+rms_silu_into(x, norm.gamma, norm.scale, buf[:, :, 2:])
+want = torch.nn.functional.silu(norm(x.double()))
+err = ((buf[:, :, 2:].double() - want).norm() / want.norm()).item()
+assert err < 1e-6, err
+assert torch.isnan(buf[:, :, :2]).all(), "wrote outside its slice"
+bias = torch.randn(12, generator=gen)
+rms_silu_into(x, norm.gamma, norm.scale, buf[:, :, 2:], bias=bias)
+want = torch.nn.functional.silu(norm(x.double() + bias.double().view(1, -1, 1, 1, 1)))
+err = ((buf[:, :, 2:].double() - want).norm() / want.norm()).item()
+assert err < 1e-6, err
+from core.vae.norm_silu_triton import bias_residual_
+h = torch.randn(2, 12, 3, 5, 7, generator=gen).contiguous(memory_format=torch.channels_last_3d)
+s = torch.randn(2, 12, 3, 5, 7, generator=gen).contiguous(memory_format=torch.channels_last_3d)
+want = h + bias.view(1, -1, 1, 1, 1) + s
+assert torch.allclose(bias_residual_(h, bias, s), want, atol=1e-6) and torch.allclose(h, want, atol=1e-6)
+# the whole fast path through the interpreted kernel vs diffusers
+cfg = tiny_wan_vae_config()
+sd = random_wan_vae_state_dict(cfg, seed=5)
+ref = AutoencoderKLWan(**{k: v for k, v in cfg.to_dict().items() if not k.startswith("_")}).eval()
+ref.load_state_dict(sd)
+z = torch.randn(1, 16, 3, 2, 2, generator=gen) * 1.5
+with torch.no_grad():
+    want = ref.decode(z).sample
+dec = WanStreamingDecoder(decoder_from_state_dict(cfg, sd), frames_per_pass=2, fast=True, subpixel=True)
+got = torch.cat([dec.decode_block(z[:, :, :1], normalized=False), dec.decode_block(z[:, :, 1:], normalized=False)], 2)
+err = ((got.double() - want.double()).norm() / want.double().norm()).item()
+assert err < 1e-5, err
+print("ok", err)
+"""
+
+
+def test_fused_norm_silu_kernel_through_the_triton_interpreter():
+    # TRITON_INTERPRET must be set before Triton is first imported: a fresh process
+    pytest.importorskip("triton")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-c", _INTERPRETER_CHECK], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
 # --- loaders / writers --------------------------------------------------------------------------------------------
 def test_diffusers_save_pretrained_folder_loads(tmp_path, reference, raw_latents, reference_frames):
     reference.save_pretrained(tmp_path / "vae")
@@ -407,3 +511,20 @@ def test_cuda_decode_matches_cpu(cfg, state_dict, raw_latents, reference_frames)
     got16 = half.decode_full(raw_latents, normalized=False)
     assert got16.dtype == torch.bfloat16
     assert _rel_err(got16.float().cpu(), reference_frames) < 5e-2
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_fast_path(cfg, state_dict, raw_latents, reference_frames, dtype):
+    # the compiled Triton norm + SiLU kernel, channels_last_3d cuDNN convs, cudnn.benchmark, blocks of uneven size
+    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        dec = WanStreamingDecoder(decoder_from_state_dict(cfg, state_dict, device="cuda"), frames_per_pass=4,
+                                  dtype=dtype, fast=True, cudnn_benchmark=True, subpixel=True)
+        got = torch.cat([dec.decode_block(raw_latents[:, :, :3], normalized=False),
+                         dec.decode_block(raw_latents[:, :, 3:], normalized=False)], dim=2).float().cpu()
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
+    assert torch.isfinite(got).all()
+    assert _rel_err(got, reference_frames) < (1e-4 if dtype == torch.float32 else 5e-2)

@@ -15,6 +15,13 @@ The one exception to "plain causal conv": the temporal upsampler does not upsamp
 (diffusers / official Wan: `feat_cache[idx] = "Rep"` on the first chunk). That frame passes through unchanged, so
 latent frame 0 yields 1 pixel frame and every later latent frame yields 4; the `time_conv` then sees the stream of
 frames after the first one, with zero padding in front. `first_chunk=True` marks the call that contains frame 0.
+
+Two execution paths compute the same function. The reference path (default) is the one checked against diffusers
+on the CPU (<= 1e-5 in fp32). `WanVAEDecoder.configure(fast=True)` switches to the GPU fast path: channels_last_3d
+activations, one preallocated causal-context buffer per conv (no torch.cat / F.pad copies), RMS norm + SiLU (+ the
+previous conv's bias) fused into one Triton pass that writes into that buffer, conv biases of residual blocks fused
+into the residual add, and optionally (subpixel=True) the 2x upsamplers as four 2x2 convs on the small input. Only
+rounding differs (fp32: ~1e-6 relative). Numbers: bench/vae.py.
 """
 
 from __future__ import annotations
@@ -46,13 +53,38 @@ def _channels_last(x: torch.Tensor) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=1)
-def _fused_norm_silu():
-    """core.vae.norm_silu_triton.rms_silu_into, or None where Triton cannot be imported (then PyTorch ops)."""
+def _fast_kernels():
+    """The module core.vae.norm_silu_triton, or None where Triton cannot be imported (then PyTorch ops)."""
     try:
-        from core.vae.norm_silu_triton import rms_silu_into
+        import core.vae.norm_silu_triton as kernels
     except Exception:  # ImportError, or a broken Triton / driver: the unfused ops compute the same function
         return None
-    return rms_silu_into
+    return kernels
+
+
+def _nearest_2x(frames: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> (N, C, 2H, 2W), nearest neighbour (for factor 2, nearest-exact == nearest: a pure copy,
+    exact in any dtype). channels_last input (fast path): one strided copy of a broadcast view, in the same
+    layout (measured: the upsample kernel took ~4x a copy's time on channels_last bf16)."""
+    if frames.dim() == 4 and not frames.is_contiguous() and frames.is_contiguous(memory_format=torch.channels_last):
+        n, c, h, w = frames.shape
+        nhwc = frames.permute(0, 2, 3, 1)  # (N, H, W, C), a contiguous view
+        up = nhwc[:, :, None, :, None, :].expand(n, h, 2, w, 2, c).reshape(n, 2 * h, 2 * w, c)
+        return up.permute(0, 3, 1, 2)  # (N, C, 2H, 2W) channels_last
+    return F.interpolate(frames, scale_factor=2.0, mode="nearest-exact")
+
+
+def _bias_residual(h: torch.Tensor, bias: torch.Tensor | None, shortcut: torch.Tensor) -> torch.Tensor:
+    """h + bias (per channel) + shortcut; one in-place Triton pass over h where it can (fast path)."""
+    if bias is None:
+        return h.add_(shortcut)
+    kernels = _fast_kernels() if h.is_cuda or os.environ.get("TRITON_INTERPRET") == "1" else None
+    if kernels is not None:
+        try:
+            return kernels.bias_residual_(h, bias, shortcut)
+        except ValueError:  # layouts differ: the PyTorch ops
+            pass
+    return h.add_(bias.view(1, -1, 1, 1, 1)).add_(shortcut)
 
 
 class CausalConv3d(nn.Conv3d):
@@ -69,11 +101,16 @@ class CausalConv3d(nn.Conv3d):
         self.cache_key = ""
         self.fast = False  # set by WanVAEDecoder.configure
         self.taps2d = False
+        self.defer_bias = False
 
-    def forward(self, x: torch.Tensor, cache: ConvCache | None = None, pre_norm: RMSNorm | None = None) -> torch.Tensor:
-        # x (B, C, T, H, W) -> (B, C_out, T, H, W); with pre_norm the conv's input is silu(pre_norm(x))
+    def forward(self, x: torch.Tensor, cache: ConvCache | None = None, pre_norm: RMSNorm | None = None,
+                input_bias: torch.Tensor | None = None, add_bias: bool = True) -> torch.Tensor:
+        # x (B, C, T, H, W) -> (B, C_out, T, H, W); with pre_norm the conv's input is silu(pre_norm(x)).
+        # Fast path only: input_bias = a previous conv's deferred bias (added to x first); add_bias=False leaves this
+        # conv's bias to the caller (fused into the next elementwise pass).
         if self.fast:
-            return self._forward_fast(x, cache, pre_norm)
+            return self._forward_fast(x, cache, pre_norm, input_bias, add_bias)
+        assert input_bias is None and add_bias, "bias deferral is a fast-path feature"
         if pre_norm is not None:
             x = F.silu(pre_norm(x))
         if self.time_pad == 0:  # kernel 1 in time: no context (post_quant_conv, conv_shortcut)
@@ -89,7 +126,8 @@ class CausalConv3d(nn.Conv3d):
             return self._conv_as_2d(padded)
         return super().forward(padded)
 
-    def _forward_fast(self, x: torch.Tensor, cache: ConvCache | None, pre_norm: RMSNorm | None) -> torch.Tensor:
+    def _forward_fast(self, x: torch.Tensor, cache: ConvCache | None, pre_norm: RMSNorm | None,
+                      input_bias: torch.Tensor | None = None, add_bias: bool = True) -> torch.Tensor:
         """GPU fast path (WanVAEDecoder.configure(fast=True)): channels_last_3d tensors, one preallocated context
         buffer per call instead of torch.cat + F.pad copies, the norm + SiLU written straight into it by one Triton
         kernel, spatial zero padding done by the conv itself. Same function; different rounding order only."""
@@ -97,9 +135,12 @@ class CausalConv3d(nn.Conv3d):
         b, c, t, h, w = x.shape
         ph, pw = self.spatial_pad[2], self.spatial_pad[0]
         pad = self.time_pad
-        if pad == 0:
+        bias = self.bias if add_bias else None
+        if input_bias is not None and (pre_norm is None or pad == 0):
+            raise NotImplementedError("the fast path defers a bias only into a following norm")
+        if pad == 0:  # 1x1x1 convs (post_quant_conv, conv_shortcut): no context
             y = F.silu(pre_norm(x)) if pre_norm is not None else x
-            return F.conv3d(y, self.weight, self.bias, padding=(0, ph, pw))
+            return F.conv3d(y, self.weight, bias, padding=(0, ph, pw))
         previous = cache.get(self.cache_key) if cache is not None else None
         n_prev = 0 if previous is None else previous.shape[2]
         # ctx (B, C, pad + T, H, W): [zeros at the video start | cached frames | silu(norm(x))]
@@ -112,15 +153,16 @@ class CausalConv3d(nn.Conv3d):
         if pre_norm is None:
             body.copy_(x)
         else:
-            pre_norm.silu_into(x, body)
+            pre_norm.silu_into(x, body, bias=input_bias)
         if cache is not None:
             keep = min(pad, n_prev + t)  # real frames only: the cache never stores the zero padding
             cache[self.cache_key] = ctx[:, :, pad + t - keep:].clone()
         if self.taps2d and b == 1:
-            return self._conv_taps_views(ctx, t, (ph, pw))
-        return F.conv3d(ctx, self.weight, self.bias, padding=(0, ph, pw))
+            return self._conv_taps_views(ctx, t, (ph, pw), bias)
+        return F.conv3d(ctx, self.weight, bias, padding=(0, ph, pw))
 
-    def _conv_taps_views(self, ctx: torch.Tensor, t: int, padding: tuple[int, int]) -> torch.Tensor:
+    def _conv_taps_views(self, ctx: torch.Tensor, t: int, padding: tuple[int, int], bias: torch.Tensor | None
+                         ) -> torch.Tensor:
         """Experimental alternative to cuDNN conv3d: one channels_last conv2d per temporal tap over views of the
         context (no copies: a channels_last_3d (1, C, T', H, W) tensor is a channels_last (T', C, H, W) one)."""
         frames = ctx[0].transpose(0, 1)  # (T', C, H, W) channels_last view
@@ -131,7 +173,7 @@ class CausalConv3d(nn.Conv3d):
             self._tap_weights_key = key
         out = None
         for k, weight in enumerate(self._tap_weights):
-            y = F.conv2d(frames[k:k + t], weight, self.bias if k == 0 else None, padding=padding)
+            y = F.conv2d(frames[k:k + t], weight, bias if k == 0 else None, padding=padding)
             out = y if out is None else out.add_(y)
         return out.transpose(0, 1).unsqueeze(0)  # (1, C_out, T, H, W) channels_last_3d
 
@@ -166,16 +208,20 @@ class RMSNorm(nn.Module):
         inv_norm = (xf * xf).sum(dim=1, keepdim=True).clamp_min_(1e-24).rsqrt_()
         return (xf * inv_norm).to(x.dtype) * (self.gamma * self.scale)
 
-    def silu_into(self, x: torch.Tensor, out: torch.Tensor) -> None:
-        """out[...] = silu(self(x)); one fused Triton pass for channels_last_3d video tensors where Triton loads
-        (CUDA; CPU only under TRITON_INTERPRET=1, for tests), else the PyTorch ops. out may be a slice of a buffer."""
-        kernel = _fused_norm_silu()
-        if kernel is not None and (x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"):
+    def silu_into(self, x: torch.Tensor, out: torch.Tensor, bias: torch.Tensor | None = None) -> None:
+        """out[...] = silu(self(x + bias)) (bias per channel, optional); one fused Triton pass for channels_last_3d
+        video tensors where Triton loads (CUDA; CPU only under TRITON_INTERPRET=1, for tests), else the PyTorch ops.
+        out may be a slice of a buffer."""
+        # Triton is imported only for CUDA tensors (or under the interpreter): never on a CPU-only run
+        kernels = _fast_kernels() if x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1" else None
+        if kernels is not None:
             try:
-                kernel(x, self.gamma, self.scale, out, silu=True)
+                kernels.rms_silu_into(x, self.gamma, self.scale, out, silu=True, bias=bias)
                 return
             except ValueError:  # not channels_last_3d-dense: take the PyTorch ops
                 pass
+        if bias is not None:
+            x = x + bias.view(1, -1, 1, 1, 1)
         out.copy_(F.silu(self(x)))
 
 
@@ -190,6 +236,11 @@ class ResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: ConvCache) -> torch.Tensor:
         shortcut = x if self.conv_shortcut is None else self.conv_shortcut(x)
+        if self.conv1.fast and self.conv1.defer_bias:
+            # conv1's bias goes into norm2's kernel, conv2's into the residual add: two fewer passes
+            h = self.conv1(x, cache, pre_norm=self.norm1, add_bias=False)
+            h = self.conv2(h, cache, pre_norm=self.norm2, input_bias=self.conv1.bias, add_bias=False)
+            return _bias_residual(h, self.conv2.bias, _channels_last(shortcut))
         h = self.conv1(x, cache, pre_norm=self.norm1)  # conv1(silu(norm1(x)))
         h = self.conv2(h, cache, pre_norm=self.norm2)  # dropout is identity at inference
         return h + shortcut
@@ -225,6 +276,39 @@ class Upsample(nn.Module):
         # nn.Sequential only for the key name `resample.1.*` (index 0 is the parameterless nearest upsampling)
         self.resample = nn.Sequential(nn.Identity(), nn.Conv2d(dim, dim // 2, 3, padding=1))
         self.time_conv = CausalConv3d(dim, dim * 2, (3, 1, 1), padding=(1, 0, 0)) if temporal else None
+        self.subpixel = False  # set by WanVAEDecoder.configure (fast path option)
+        self._parity_weights_key = None
+
+    def _upsample_conv_subpixel(self, frames: torch.Tensor) -> torch.Tensor:
+        """conv3x3(nearest_2x(frames)) without building the 4x larger upsampled tensor: output pixel (2i+a, 2j+b)
+        only sees input rows {i-1, i} (a=0) or {i, i+1} (a=1), with the 3x3 taps summed onto 2x2 (a=0: [W0, W1+W2],
+        a=1: [W0+W1, W2]; columns alike). Four 2x2 convs: 16 instead of 36 multiply-adds per output pixel and
+        channel pair. Same function; the summed weights are rounded once to the model dtype."""
+        # frames (N, C, H, W) channels_last -> (N, C/2, 2H, 2W) channels_last
+        conv = self.resample[1]
+        key = (conv.weight.dtype, conv.weight.device)
+        if self._parity_weights_key != key:
+            w = conv.weight.detach().double()  # (Co, C, 3, 3)
+            rows = [torch.stack([w[:, :, 0], w[:, :, 1] + w[:, :, 2]], 2),
+                    torch.stack([w[:, :, 0] + w[:, :, 1], w[:, :, 2]], 2)]  # (Co, C, 2, 3) per row parity
+            self._parity_weights = [
+                [torch.stack([r[..., 0], r[..., 1] + r[..., 2]], 3) if b == 0 else
+                 torch.stack([r[..., 0] + r[..., 1], r[..., 2]], 3) for b in range(2)] for r in rows]
+            self._parity_weights = [[k.to(conv.weight.dtype).contiguous(memory_format=torch.channels_last)
+                                     for k in row] for row in self._parity_weights]
+            self._parity_weights_key = key
+        n, c, h, w = frames.shape
+        co = conv.out_channels
+        out = torch.empty((n, co, 2 * h, 2 * w), dtype=frames.dtype, device=frames.device,
+                          memory_format=torch.channels_last)
+        out6 = out.permute(0, 2, 3, 1).view(n, h, 2, w, 2, co)  # (N, H, a, W, b, Co) view of out
+        bias = conv.bias.view(1, 1, 1, co)
+        for a in range(2):
+            for b in range(2):
+                # padding 1 gives (H+1, W+1) outputs; row i of parity a is output row i + a
+                y = F.conv2d(frames, self._parity_weights[a][b], None, padding=1)
+                torch.add(y[:, :, a:a + h, b:b + w].permute(0, 2, 3, 1), bias, out=out6[:, :, a, :, b, :])
+        return out
 
     def _double_time(self, x: torch.Tensor, cache: ConvCache, first_chunk: bool) -> torch.Tensor:
         # x (B, C, T, H, W) -> (B, C, T', H, W), T' = 2T, or 2T - 1 when x holds the video's first frame
@@ -248,9 +332,10 @@ class Upsample(nn.Module):
             x = self._double_time(x, cache, first_chunk)
         b, c, t, h, w = x.shape
         frames = x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
-        # integer factor 2: nearest-exact == nearest, a pure copy, exact in any dtype
-        frames = F.interpolate(frames, scale_factor=2.0, mode="nearest-exact")
-        frames = self.resample[1](frames)  # (bt, c/2, 2h, 2w)
+        if self.subpixel and frames.is_contiguous(memory_format=torch.channels_last):
+            frames = self._upsample_conv_subpixel(frames)  # (bt, c/2, 2h, 2w)
+        else:
+            frames = self.resample[1](_nearest_2x(frames))  # (bt, c/2, 2h, 2w)
         return frames.view(b, t, c // 2, 2 * h, 2 * w).permute(0, 2, 1, 3, 4)
 
 
@@ -329,15 +414,24 @@ class WanVAEDecoder(nn.Module):
     def fast(self) -> bool:
         return self.decoder.conv_in.fast
 
-    def configure(self, fast: bool, taps2d: bool = False) -> WanVAEDecoder:
+    def configure(self, fast: bool, taps2d: bool = False, defer_bias: bool = True, subpixel: bool = False
+                  ) -> WanVAEDecoder:
         """fast=True: the GPU fast path (channels_last_3d activations and conv weights, preallocated causal context
         buffers, fused RMS norm + SiLU in Triton, conv-side spatial padding). Computes the same function; only the
         summation order differs (fp32: ~1e-6 relative). fast=False: the reference path (default, exact on CPU).
-        taps2d (with fast, experimental): the 3-frame convs as per-tap conv2d instead of cuDNN conv3d."""
+        taps2d (with fast, experimental): the 3-frame convs as per-tap conv2d instead of cuDNN conv3d.
+        defer_bias (with fast): residual blocks add conv biases inside the next norm / the residual add (measured:
+        cuDNN's separate bias pass over channels_last outputs is slow).
+        subpixel (with fast): each 2x upsampler's nearest + 3x3 conv as four 2x2 convs on the small input."""
+        for module in self.modules():
+            if isinstance(module, Upsample):
+                module.subpixel = fast and subpixel
+                module._parity_weights_key = None
         for module in self.modules():
             if isinstance(module, CausalConv3d):
                 module.fast = fast
                 module.taps2d = fast and taps2d
+                module.defer_bias = fast and defer_bias
                 module._tap_weights_key = None
         fmt3d, fmt2d = (torch.channels_last_3d, torch.channels_last) if fast else (torch.contiguous_format,) * 2
         with torch.no_grad():
