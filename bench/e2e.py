@@ -39,7 +39,7 @@ def gemma2_2b_config(tiny: bool):
                 Gemma2Config=Gemma2Config)
 
 
-def build_engine(device: torch.device, tiny: bool, compile_dit: bool, seed: int):
+def build_engine(device: torch.device, tiny: bool, compile_dit: bool, seed: int, fp32_vae: bool = False):
     from transformers import Gemma2Config, Gemma2Model
 
     from core.config import PRESETS
@@ -68,7 +68,9 @@ def build_engine(device: torch.device, tiny: bool, compile_dit: bool, seed: int)
         vae_model = WanVAEDecoder(vae_cfg)
     own_keys = set(vae_model.state_dict())
     vae_model.load_state_dict({k: v.to(device) for k, v in vae_sd.items() if k in own_keys}, strict=True, assign=True)
-    vae = WanStreamingDecoder(vae_model.eval().requires_grad_(False))
+    from core.vae.streaming import GPU_FAST_SETTINGS
+    fast = GPU_FAST_SETTINGS if device.type == "cuda" and not fp32_vae else {}
+    vae = WanStreamingDecoder(vae_model.eval().requires_grad_(False), **fast)  # what Engine.load uses
 
     tokenizer = build_tiny_tokenizer()
     g = gemma2_2b_config(tiny)
@@ -157,6 +159,7 @@ def main() -> int:
     p.add_argument("--device", default="cuda")
     p.add_argument("--tiny", action="store_true")
     p.add_argument("--no-compile", action="store_true")
+    p.add_argument("--fp32-vae", action="store_true", help="the exact fp32 VAE decode instead of the bf16 fast path")
     p.add_argument("--seconds", default="5,30,60")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None)
@@ -164,7 +167,7 @@ def main() -> int:
     device = torch.device(args.device)
     out = output_dir(args.out)
     engine, vae_cfg, vae_sd, build_s = build_engine(device, args.tiny, not args.no_compile and device.type == "cuda",
-                                                     args.seed)
+                                                     args.seed, args.fp32_vae)
     print(f"built full-size random engine in {build_s:.1f} s", flush=True)
     warm = run_video(engine, 5.0, args.seed, device)  # compiles the block shapes
     print(f"warm-up 5 s video: {warm['wall_s']:.1f} s", flush=True)

@@ -137,7 +137,8 @@ class Engine:
         'latent_hw' and 'progress'."""
         from core.checkpoints import load_transformer
         from core.text_encoder import TextEncoder
-        from core.vae import load_wan_vae
+        from core.vae import WanStreamingDecoder, load_wan_vae, load_wan_vae_decoder
+        from core.vae.streaming import GPU_FAST_SETTINGS
 
         dev = pick_device(device)
         if vram_mode not in VRAM_MODES:
@@ -169,7 +170,11 @@ class Engine:
             compile_blocks(transformer)
         if progress:
             progress(StageEvent("load", "VAE"))
-        vae = load_wan_vae(resolved.vae, device=dev, dtype=torch.float32)
+        if dev.type == "cuda":
+            # bf16 fast path (bench/vae.py: 47 dB PSNR vs a true fp32 decode on random weights, 3-4x diffusers fp32)
+            vae = WanStreamingDecoder(load_wan_vae_decoder(resolved.vae, device=dev), **GPU_FAST_SETTINGS)
+        else:
+            vae = load_wan_vae(resolved.vae, device=dev, dtype=torch.float32)
         log.info("loaded %s on %s (%s)", resolved.id, dev, used_precision)
         engine = cls(resolved, transformer, vae, text_encoder, dev, dtype, used_precision)
         engine.vram_mode = vram_mode
