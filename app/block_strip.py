@@ -20,6 +20,8 @@ class BlockStrip(QWidget):
         self._pixmaps: list[QPixmap | None] = []
         self.states: list[str] = []
         self._steps: list[str] = []
+        self.disk_bytes: list[int | None] = []   # what each block costs on disk (shown as a tooltip)
+        self.stale: list[bool] = []             # the prompt timeline changed under this block since it was made
         self.selected = -1
         self.done_order: list[int] = []   # block indices in the order their final thumbnail arrived
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
@@ -39,7 +41,9 @@ class BlockStrip(QWidget):
             self._pixmaps.append(None)
             self.states.append(self.PENDING)
             self._steps.append("")
-        del self._pixmaps[n:], self.states[n:], self._steps[n:]
+            self.disk_bytes.append(None)
+            self.stale.append(False)
+        del self._pixmaps[n:], self.states[n:], self._steps[n:], self.disk_bytes[n:], self.stale[n:]
         self.setMinimumWidth(self.sizeHint().width())
         self.updateGeometry()
         self.update()
@@ -48,6 +52,7 @@ class BlockStrip(QWidget):
         """Blocks >= block become pending again (Regenerate from block); earlier blocks keep their thumbnails."""
         for i in range(block, len(self.states)):
             self._pixmaps[i], self.states[i], self._steps[i] = None, self.PENDING, ""
+            self.disk_bytes[i], self.stale[i] = None, False
         self.done_order = [b for b in self.done_order if b < block]
         self.update()
 
@@ -68,6 +73,36 @@ class BlockStrip(QWidget):
         if block not in self.done_order:
             self.done_order.append(block)
         self.update()
+
+    def set_disk_info(self, block: int, nbytes: int | None, stale: bool = False) -> None:
+        """Disk cost of a finished block and whether the timeline has changed under it since."""
+        self.set_num_blocks(max(self.num_blocks, block + 1))
+        self.disk_bytes[block], self.stale[block] = nbytes, bool(stale)
+        self.update()
+
+    def tooltip_text(self, block: int) -> str:
+        if not 0 <= block < self.num_blocks:
+            return ""
+        parts = [f"Block {block + 1} ({block * 2.5:g} s)"]
+        if self.disk_bytes[block] is not None:
+            parts.append(f"{self.disk_bytes[block] / 2**20:.1f} MiB on disk")
+        if self.stale[block]:
+            parts.append("stale: the prompt changed since it was made; Generate redoes it")
+        return " - ".join(parts)
+
+    def event(self, event) -> bool:  # noqa: D102 - tooltips per block
+        from PySide6.QtCore import QEvent
+        from PySide6.QtWidgets import QToolTip
+
+        if event.type() == QEvent.Type.ToolTip:
+            block = next((i for i in range(self.num_blocks) if self.slot_rect(i).contains(event.pos())), -1)
+            text = self.tooltip_text(block)
+            if text:
+                QToolTip.showText(event.globalPos(), text, self)
+            else:
+                QToolTip.hideText()
+            return True
+        return super().event(event)
 
     @staticmethod
     def _thumb(image: QImage) -> QPixmap:
@@ -109,6 +144,8 @@ class BlockStrip(QWidget):
             else:
                 p.fillRect(r, QColor("#3b4252"))
             border = {"pending": "#4c566a", "running": "#ebcb8b", "done": "#a3be8c"}[self.states[i]]
+            if self.stale[i]:
+                border = "#d08770"   # stale: made with a prompt that has since changed
             p.setPen(QPen(QColor("#eceff4") if i == self.selected else QColor(border), 3 if i == self.selected else 2))
             p.drawRect(r)
             p.setPen(QColor("#d8dee9"))

@@ -267,7 +267,8 @@ class EngineAdapter:
                 block_frames = [next(frames) for _ in range(n)]
                 known = rec.id in shown
                 yield BlockDoneEvent(rec.index, len(records), None, rec.seed, rec.prompt, rec.start, rec.end,
-                                     {"block_id": rec.id, "known": known, "stale": rec.stale})
+                                     {"block_id": rec.id, "known": known, "stale": rec.stale,
+                                      "bytes": rec.bytes})
                 if not known:
                     shown.add(rec.id)
                     first = 0 if rec.start == 0 else video_frames_for_latent_frames(rec.start)

@@ -98,6 +98,8 @@ class VideoView(QObject):
             take.seed, take.prompt, take.engine_ref = event.seed, event.prompt, ref
             if take.thumbnail is not None:
                 self.block_strip.set_done(event.block, take.thumbnail)
+            if "bytes" in event.extra or "stale" in event.extra:
+                self.block_strip.set_disk_info(event.block, event.extra.get("bytes"), event.extra.get("stale", False))
 
     def _begin_blocks_from(self, job: Job, block: int) -> None:
         """The first block event of a generation job: blocks >= block are being redone."""

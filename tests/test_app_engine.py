@@ -96,6 +96,10 @@ def test_generate_with_the_demo_engine_fills_thumbnails_in_order_without_blockin
         got = centre_rgb_of_thumbnail(window, block)
         assert np.abs(centre - got).min(axis=0).max() <= 24, (block, got, centre)
     assert len(window.player.frames) == 81   # 5 s at 16 fps + the causal first frame
+    # each finished block shows what it costs on disk (the project's block files)
+    sizes = window.block_strip.disk_bytes[:2]
+    assert all(isinstance(n, int) and n > 0 for n in sizes), sizes
+    assert "MiB on disk" in window.block_strip.tooltip_text(0)
     assert max(gaps[1:]) < 0.050, f"GUI thread blocked for {max(gaps[1:]) * 1000:.0f} ms"
     assert not window.errors
 
