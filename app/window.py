@@ -334,6 +334,22 @@ class MainWindow(QMainWindow):
         self.total_label.setText(f"{total:g} s · {int(total / BLOCK_SECONDS)} blocks")
         self._on_clip_selected(self.timeline_widget.selected)
         self._update_title()
+        self._mark_stale_blocks()
+
+    def _mark_stale_blocks(self) -> None:
+        """A finished block whose prompt is no longer the timeline's prompt for it is stale: kept (nothing is thrown
+        away), marked, and redone by the next Generate."""
+        try:
+            clips = self.doc.to_timeline().block_clips()
+        except StudioError:   # an empty / invalid timeline while editing: leave the marks as they are
+            return
+        for block in range(self.takes.num_blocks):
+            take = self.takes.current(block)
+            if take is None or not take.prompt:
+                continue
+            stale = block >= len(clips) or clips[block].prompt != take.prompt
+            nbytes = self.block_strip.disk_bytes[block] if block < self.block_strip.num_blocks else None
+            self.block_strip.set_disk_info(block, nbytes, stale)
 
     # ------------------------------------------------------------------ engine / jobs
     def ensure_engine(self) -> None:

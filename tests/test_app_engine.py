@@ -100,6 +100,12 @@ def test_generate_with_the_demo_engine_fills_thumbnails_in_order_without_blockin
     sizes = window.block_strip.disk_bytes[:2]
     assert all(isinstance(n, int) and n > 0 for n in sizes), sizes
     assert "MiB on disk" in window.block_strip.tooltip_text(0)
+    # editing the second clip's prompt marks only block 1 stale (kept, not thrown away); undo clears it
+    assert window.block_strip.stale[:2] == [False, False]
+    window.doc.set_prompt(1, "a green pyramid")
+    assert window.block_strip.stale[:2] == [False, True] and "stale" in window.block_strip.tooltip_text(1)
+    window.doc.undo_stack.undo()
+    assert window.block_strip.stale[:2] == [False, False]
     assert max(gaps[1:]) < 0.050, f"GUI thread blocked for {max(gaps[1:]) * 1000:.0f} ms"
     assert not window.errors
 
