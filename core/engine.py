@@ -223,25 +223,35 @@ class Engine:
         """Run a whole generation; never raises: failures become ErrorEvent, cancellation FinishedEvent(cancelled)."""
         cancel = cancel or CancelToken()
         t0 = time.perf_counter()
-        frames: list[np.ndarray] = []
+        counter = _FrameCounter()
+        writer = None
         try:
             if request.output is not None:
                 _check_output_path(request.output)
             plans = self.plan_blocks(request.timeline, request.seed)
-            if self.resolved.sampler == "base":
-                yield from self._generate_base(request, plans, cancel, frames)
-            else:
-                for ev in self.run_blocks(plans, request.timeline.motion_score, cancel):
-                    if isinstance(ev, BlockPreviewEvent):
-                        frames.extend(ev.frames)
-                    yield ev
-            path = None
             if request.output is not None:
+                # frames go to the encoder as each block is decoded: memory stays flat at any length
+                from core.export import StreamingMp4Writer
+
+                writer = StreamingMp4Writer(request.output, fps=self.resolved.fps, crf=request.crf,
+                                            metadata=self._export_metadata(request.timeline, request.seed))
+            sink = counter if writer is None else _Tee(counter, writer)
+            if self.resolved.sampler == "base":
+                events = self._generate_base(request, plans, cancel, sink)
+            else:
+                events = self.run_blocks(plans, request.timeline.motion_score, cancel)
+            for ev in events:
+                if isinstance(ev, BlockPreviewEvent) and self.resolved.sampler != "base":
+                    sink.add(ev.frames)
+                yield ev
+            path = None
+            if writer is not None:
                 yield StageEvent("export", str(request.output))
-                path = str(self.export(frames, request.output, request.timeline, request.seed, crf=request.crf))
-            yield FinishedEvent(path, len(frames), time.perf_counter() - t0)
+                path = str(writer.close())
+                writer = None
+            yield FinishedEvent(path, counter.count, time.perf_counter() - t0)
         except Cancelled:
-            yield FinishedEvent(None, len(frames), time.perf_counter() - t0, cancelled=True)
+            yield FinishedEvent(None, counter.count, time.perf_counter() - t0, cancelled=True)
         except StudioError as exc:
             yield ErrorEvent(str(exc), type(exc).__name__)
         except torch.cuda.OutOfMemoryError as exc:  # pragma: no cover - GPU only
@@ -249,16 +259,23 @@ class Engine:
         except Exception as exc:  # noqa: BLE001 - the GUI must get a readable message, never a dead worker
             log.exception("generation failed")
             yield ErrorEvent(f"{type(exc).__name__}: {exc}", "InternalError")
+        finally:
+            if writer is not None:  # cancelled or failed: no partial file
+                writer.abort()
 
-    def export(self, frames, output: str | Path, timeline: Timeline, seed: int, crf: int = 18) -> Path:
-        from core.export import write_mp4
-
+    def _export_metadata(self, timeline: Timeline, seed: int) -> dict[str, Any]:
         meta = {"title": timeline.clips[0].prompt[:200] if timeline.clips else "",
                 "timeline": timeline.to_dict(), "seed": seed, "model": self.resolved.id,
                 "revision": self.resolved.revision, "software": "SANA-Video Studio"}
         if self.resolved.is_demo:
             meta["label"] = self.resolved.label
-        return write_mp4(output, frames, fps=self.resolved.fps, crf=crf, metadata=meta)
+        return meta
+
+    def export(self, frames, output: str | Path, timeline: Timeline, seed: int, crf: int = 18) -> Path:
+        from core.export import write_mp4
+
+        return write_mp4(output, frames, fps=self.resolved.fps, crf=crf,
+                         metadata=self._export_metadata(timeline, seed))
 
     # ------------------------------------------------------------------ LongSANA block loop
     @torch.no_grad()
@@ -367,7 +384,7 @@ class Engine:
     # ------------------------------------------------------------------ base 5-second sampler
     @torch.no_grad()
     def _generate_base(self, request: GenerateRequest, plans: list[BlockPlan], cancel: CancelToken,
-                       frames: list[np.ndarray]) -> Iterator[Event]:
+                       sink) -> Iterator[Event]:
         from core.samplers import BASE_GUIDANCE, BASE_STEPS, BlockNoise, FlowDPMSolver2M, cfg_velocity_fn
         from core.vae import latent_to_rgb_preview
 
@@ -406,7 +423,7 @@ class Engine:
         self.vae.reset()
         video = self.vae.decode_block(x0.float())
         frames_u8 = _to_uint8(video[0])
-        frames.extend(frames_u8)
+        sink.add(frames_u8)
         yield BlockPreviewEvent(0, frames_u8, 0)
         yield BlockDoneEvent(0, 1, x0[0].float().cpu(), request.seed, plans[0].prompt, 0, n_latent, {})
 
@@ -435,6 +452,27 @@ class _Snapshot(Mapping):
 
     def __len__(self) -> int:
         return len(self._get())
+
+
+class _FrameCounter:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def add(self, frames) -> None:
+        self.count += len(frames)
+
+
+class _Tee:
+    def __init__(self, *sinks) -> None:
+        self.sinks = sinks
+
+    def add(self, frames) -> None:
+        for sink in self.sinks:
+            sink.add(frames)
+
+    @property
+    def count(self) -> int:
+        return self.sinks[0].count
 
 
 def compile_blocks(transformer) -> None:

@@ -224,3 +224,100 @@ def write_png_frames(
     except (OSError, av.FFmpegError) as exc:
         raise ExportError(f"Could not write PNG frames to {folder}: {exc}") from exc
     return written
+
+
+class _Abort:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+_END = object()
+
+
+class StreamingMp4Writer:
+    """Encode frames while they are being generated, on a background thread, through `write_mp4` (same format, same
+    atomic write). Memory stays bounded by `max_queued_frames` whatever the video's length, and x264 runs while the
+    GPU works on the next block.
+
+        writer = StreamingMp4Writer(path, fps=16, metadata=...)
+        writer.add(block_frames)      # (F, H, W, 3) uint8, any number of times
+        writer.close()                # -> Path; or writer.abort() on cancel / error: no file remains
+    """
+
+    def __init__(self, path: str | os.PathLike, fps: int | float | Fraction = DEFAULT_FPS, crf: int = DEFAULT_CRF,
+                 metadata: dict[str, Any] | None = None, max_queued_frames: int = 128) -> None:
+        import queue
+        import threading
+
+        self.path = Path(path)
+        self.frames_written = 0
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, max_queued_frames))
+        self._error: BaseException | None = None
+        self._result: Path | None = None
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, args=(fps, crf, metadata), name="mp4-writer", daemon=True)
+        self._thread.start()
+
+    def _frames(self) -> Iterator[Any]:
+        while True:
+            item = self._queue.get()
+            if item is _END:
+                return
+            if isinstance(item, _Abort):
+                raise item.exc
+            yield item
+
+    def _run(self, fps, crf, metadata) -> None:
+        try:
+            self._result = write_mp4(self.path, self._frames(), fps=fps, crf=crf, metadata=metadata)
+        except BaseException as exc:  # noqa: BLE001 - handed to the producer thread
+            self._error = exc
+            while True:  # unblock a producer waiting on a full queue
+                try:
+                    self._queue.get_nowait()
+                except Exception:  # noqa: BLE001 - queue.Empty
+                    break
+
+    def _put(self, item: Any) -> None:
+        import queue
+
+        while True:
+            if self._error is not None:
+                raise self._error
+            try:
+                self._queue.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def add(self, frames: Iterable[Any] | np.ndarray) -> None:
+        if self._closed:
+            raise ExportError("the video writer is already closed")
+        for frame in frames:
+            self._put(frame)
+            self.frames_written += 1
+
+    def close(self) -> Path:
+        """Finish the file (flush, faststart, atomic rename) and return its path."""
+        if not self._closed:
+            self._closed = True
+            if self._error is None:
+                self._queue.put(_END)
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
+
+    def abort(self) -> None:
+        """Stop without a file (cancel, error): the temporary file is removed; the target is untouched."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._error is None:
+            self._queue.put(_Abort(_AbortedByCaller()))
+        self._thread.join()
+
+
+class _AbortedByCaller(Exception):
+    """Ends the writer thread's frame source; never reaches the caller."""
