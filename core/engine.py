@@ -33,7 +33,7 @@ from core.events import (
 )
 from core.model import BlockContribution
 from core.registry import ResolvedModel, resolve_model
-from core.timeline import Timeline, video_frames_for_latent_frames
+from core.timeline import MAX_SEED, Timeline, is_valid_seed, video_frames_for_latent_frames
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,8 @@ VAE_STRIDE = 8
 
 
 VRAM_MODES = ("auto", "high", "low")
+PRECISIONS = ("auto", "nvfp4", "fp8", "bf16", "fp32")
+TEXT_CACHE_SIZE = 8            # prompts whose cross-attention K/V stay on the device (~51 MiB each at 480p)
 PIXELS_PER_TOKEN = 16          # Wan VAE 8x8 spatial, then the DiT's 2x2 patch
 MAX_TOKENS_PER_AXIS = 1024     # RoPE positions per axis
 
@@ -60,7 +62,18 @@ def check_resolution(height: int, width: int) -> None:
 def pick_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"unknown device {device!r} (use auto, cpu, cuda or cuda:N)") from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {device!r}: this PyTorch build sees no CUDA GPU (run `sana-video doctor`)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {device!r}: there are only {torch.cuda.device_count()} CUDA GPU(s)")
+    elif dev.type != "cpu":
+        raise ConfigError(f"device {device!r} is not supported (use auto, cpu, cuda or cuda:N)")
+    return dev
 
 
 @dataclass
@@ -147,8 +160,12 @@ class Engine:
         if resolution is not None:
             resolved = dataclasses.replace(resolved, height=int(resolution[0]), width=int(resolution[1]))
         check_resolution(resolved.height, resolved.width)
-        # bf16 on GPUs (the released mixed precision), fp32 on the CPU (bf16 matmuls are slow there)
-        dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+        # bf16 on GPUs (the released mixed precision), fp32 on the CPU (bf16 matmuls are slow there) or when asked
+        if precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if dev.type != "cuda" and precision in ("bf16", "fp8", "nvfp4"):
+            raise ConfigError(f"precision {precision} needs a CUDA GPU; on the CPU use auto or fp32")
+        dtype = torch.bfloat16 if dev.type == "cuda" and precision != "fp32" else torch.float32
         if progress:
             progress(StageEvent("load", "text encoder"))
         text_encoder = TextEncoder.from_pretrained(resolved.text_encoder, resolved.tokenizer, device=dev)
@@ -196,6 +213,8 @@ class Engine:
     # ------------------------------------------------------------------ planning
     def plan_blocks(self, timeline: Timeline, seed: int) -> list[BlockPlan]:
         timeline.validate()
+        if not is_valid_seed(seed):
+            raise TimelineError(f"the seed must be an integer from 0 to {MAX_SEED}, got {seed!r}")
         clips = timeline.block_clips()
         return [BlockPlan(i, s, e, clip.prompt, clip.seed if clip.seed is not None else seed)
                 for i, ((s, e), clip) in enumerate(zip(timeline.blocks(), clips))]
@@ -206,9 +225,13 @@ class Engine:
     # ------------------------------------------------------------------ text
     def _encode(self, prompt: str, motion_score: int):
         key = f"{motion_score}\x00{prompt}"
-        if key not in self._text_cache:
+        if key in self._text_cache:
+            self._text_cache[key] = self._text_cache.pop(key)  # most recently used last
+        else:
             enc = self.text_encoder.encode([prompt], motion_score=motion_score)
             self._text_cache[key] = self.transformer.encode_text(enc.embeds, enc.mask)
+            while len(self._text_cache) > TEXT_CACHE_SIZE:
+                self._text_cache.pop(next(iter(self._text_cache)))
         return self._text_cache[key]
 
     def _maybe_offload_text_encoder(self) -> None:
@@ -295,6 +318,7 @@ class Engine:
         h, w = self._latent_hw()
         num_blocks = plans[-1].index + 1
         steps = longsana_schedule()
+        pt = model.cfg.patch_size[0]  # RoPE frame positions count patchified frames (official start_f // patch_t)
 
         yield StageEvent("encode_text", f"{len({p.prompt for p in plans})} prompt(s)")
         texts = {p.prompt: self._encode(p.prompt, motion_score) for p in plans}
@@ -328,10 +352,12 @@ class Engine:
             text = texts[plan.prompt]
             extra: dict[str, Any] = {}
             # Prompt switch: re-run the previous block's clean pass with the NEW prompt (official interactive
-            # pipeline, recache_on_prompt_switch) and let its contribution replace the old one.
+            # pipeline, recache_on_prompt_switch) and let its contribution replace the old one. Deliberate
+            # divergence: for a switch at block 1 the official code passes block 0's own old-prompt cache as its
+            # history (`_accumulate_kv_cache(kv, 0)` returns kv[0]); we recache block 0 on the empty state.
             if prev_latents is not None and prev_prompt is not None and plan.prompt != prev_prompt and have_prev:
                 yield StageEvent("recache", f"block {plan.index - 1} with the new prompt")
-                recached = model.cache_pass(prev_latents, text, state_before_prev, frame_offset=prev_start)
+                recached = model.cache_pass(prev_latents, text, state_before_prev, frame_offset=prev_start // pt)
                 state = state_before_prev.add(recached)
                 extra["recached_previous"] = recached.to("cpu")
 
@@ -346,7 +372,7 @@ class Engine:
             for i, step in enumerate(steps):
                 cancel.raise_if_cancelled()
                 t = torch.full((1,), float(step.model_timestep), device=dev)
-                v = model(x.to(self.dtype), t, text, state=state, frame_offset=plan.start).float()
+                v = model(x.to(self.dtype), t, text, state=state, frame_offset=plan.start // pt).float()
                 x0 = x - step.sigma * v
                 done_steps += 1
                 elapsed = time.perf_counter() - t_start
@@ -359,7 +385,7 @@ class Engine:
                 x = (1.0 - step.next_sigma) * x0 + step.next_sigma * noise_fn(tuple(x0.shape))
             cancel.raise_if_cancelled()
             clean = x0.to(self.dtype)
-            contribution = model.cache_pass(clean, text, state, frame_offset=plan.start)
+            contribution = model.cache_pass(clean, text, state, frame_offset=plan.start // pt)
             state_before_prev, state, have_prev = state, state.add(contribution), True
             clock.lap("dit_s")
             yield StageEvent("decode", f"block {plan.index}")
@@ -444,6 +470,10 @@ class _Snapshot(Mapping):
     def expire(self) -> None:
         self._expired = True
 
+    @property
+    def expired(self) -> bool:
+        return self._expired and self._data is None
+
     def __getitem__(self, key):
         return self._get()[key]
 
@@ -505,8 +535,9 @@ class _StageClock:
 
 
 def _to_uint8(video: torch.Tensor) -> np.ndarray:
-    """(3, F, H, W) in [-1, 1] -> (F, H, W, 3) uint8 (official: clamp(127.5 x + 127.5))."""
-    x = (video.float().clamp(-1, 1) * 127.5 + 127.5).round().to(torch.uint8)
+    """(3, F, H, W) in [-1, 1] -> (F, H, W, 3) uint8, truncating like the official script
+    (`clamp(127.5 x + 127.5, 0, 255).to(uint8)`; diffusers rounds instead: at most 1 level apart)."""
+    x = (video.float() * 127.5 + 127.5).clamp(0, 255).to(torch.uint8)
     return x.permute(1, 2, 3, 0).contiguous().cpu().numpy()
 
 

@@ -35,6 +35,7 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=folder)
     os.close(fd)
     tmp = Path(tmp_name)
+    _apply_umask(tmp)
     try:
         yield tmp
         with open(tmp, "rb+") as fh:
@@ -45,6 +46,18 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+def _apply_umask(path: Path) -> None:
+    """mkstemp makes 0600 files; a finished file gets the permissions any new file would (0666 minus the umask)."""
+    if os.name != "posix":
+        return
+    mask = os.umask(0)
+    os.umask(mask)
+    try:
+        os.chmod(path, 0o666 & ~mask)
+    except OSError:
+        pass
 
 
 def atomic_write_bytes(target: str | os.PathLike, data: bytes) -> None:

@@ -36,7 +36,15 @@ def looks_like_repo_id(text: str) -> bool:
 
 
 def _download_hint(repo_id: str) -> str:
-    return (f"{repo_id} is not downloaded and this machine is offline; run `sana-video models download {repo_id}` "
+    # name the registry model that holds this repo, since `models download` takes registry ids
+    try:
+        from core.registry import MODELS
+        owners = [m.id for m in MODELS.values()
+                  if repo_id in (m.transformer.repo_id, m.vae.repo_id, m.text_encoder.repo_id)]
+    except ImportError:  # pragma: no cover
+        owners = []
+    what = owners[0] if owners else "<model>"
+    return (f"{repo_id} is not downloaded and this machine is offline; run `sana-video models download {what}` "
             "when online or pass a local folder")
 
 

@@ -71,7 +71,16 @@ from core.project_files import (
     verify_checksum,
     write_file,
 )
-from core.timeline import BLOCK_LATENT_FRAMES, FPS, LATENT_STRIDE_T, Clip, Timeline, video_frames_for_latent_frames
+from core.timeline import (
+    BLOCK_LATENT_FRAMES,
+    FPS,
+    LATENT_STRIDE_T,
+    MAX_SEED,
+    Clip,
+    Timeline,
+    is_valid_seed,
+    video_frames_for_latent_frames,
+)
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +209,7 @@ def _need(cond: bool, msg: str) -> None:
         raise ProjectError(f"project.json: {msg}")
 
 
-def _int(d: dict, key: str, where: str, lo: int = 0, hi: int = 2**62) -> int:
+def _int(d: dict, key: str, where: str, lo: int = 0, hi: int = MAX_SEED) -> int:
     v = d.get(key)
     _need(isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi,
           f"{where}.{key} must be an integer in [{lo}, {hi}], got {v!r}")
@@ -234,6 +243,9 @@ class Project:
         self._blocks: dict[str, dict[str, Any]] = {}
         self.current_take = ""
         self._next_id = 1
+        # bumped by every save; a save or clean-up that finds another number on disk means another window or
+        # process changed the project since this handle read it, and refuses instead of overwriting its work
+        self._revision = 0
         self._layout: dict[str, Any] | None = None     # stream-state tensor layout (set by the first block)
         self.created = 0.0
 
@@ -247,8 +259,8 @@ class Project:
                 raise ProjectError(f"{folder} exists and is not a folder")
             if any(folder.iterdir()):
                 raise ProjectError(f"{folder} is not empty: choose a new or empty folder for the project")
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ProjectError(f"the seed must be a non-negative integer, got {seed!r}")
+        if not is_valid_seed(seed):
+            raise ProjectError(f"the seed must be an integer from 0 to {MAX_SEED}, got {seed!r}")
         timeline.validate()
         project = cls(folder)
         project.model = cls._model_info(engine_info)
@@ -330,9 +342,27 @@ class Project:
             "created": self.created, "saved": time.time(), "model": dict(self.model), "seed": self._seed,
             "settings": dict(self.settings), "state_layout": self._layout, "current_take": self.current_take,
             "next_id": self._next_id, "takes": takes, "blocks": copy.deepcopy(self._blocks),
+            "revision": self._revision,
         }
 
+    def _disk_revision(self) -> int | None:
+        """The revision of the project.json on disk (None when there is none yet or it is unreadable)."""
+        try:
+            doc = json.loads((self.folder / PROJECT_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        rev = doc.get("revision", 0) if isinstance(doc, dict) else None
+        return rev if isinstance(rev, int) and not isinstance(rev, bool) else None
+
+    def _check_not_changed_elsewhere(self) -> None:
+        on_disk = self._disk_revision()
+        if on_disk is not None and on_disk != self._revision:
+            raise ProjectError(f"{self.folder} was changed by another window or process since it was opened "
+                               f"(revision {on_disk}, this one has {self._revision}); open it again to continue")
+
     def _save(self) -> None:
+        self._check_not_changed_elsewhere()
+        self._revision += 1
         try:
             atomic_write_text(self.folder / PROJECT_FILE, json.dumps(self._to_doc(), indent=1, sort_keys=True))
         except OSError as exc:
@@ -357,6 +387,7 @@ class Project:
         }
         _need(self.model["height"] % 8 == 0 and self.model["width"] % 8 == 0, "model height/width must be multiples of 8")
         self._seed = _int(doc, "seed", "project")
+        self._revision = _int(doc, "revision", "project", 0, 2**62) if "revision" in doc else 0
         self.created = float(doc.get("created") or 0.0) if isinstance(doc.get("created"), (int, float)) else 0.0
         settings = _obj(doc.get("settings", {}), "settings")
         self.settings = dict(DEFAULT_SETTINGS)
@@ -499,7 +530,8 @@ class Project:
     def blocks(self, take: str | None = None) -> list[BlockRecord]:
         t = self.take(take)
         plans = plan_take(*t.effective, t.reseed)
-        out, stale = [], False
+        # the motion score is part of every block's text conditioning: changing it outdates all of them
+        out, stale = [], t.effective[0].motion_score != t.timeline.motion_score
         for i, bid in enumerate(t.blocks):
             rec = self._blocks[bid]
             if i >= len(plans) or (plans[i].start, plans[i].end, plans[i].prompt, plans[i].seed) != (
@@ -556,7 +588,7 @@ class Project:
         take = self.take()
         if seed is not None:
             if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-                raise ProjectError(f"the seed must be a non-negative integer, got {seed!r}")
+                raise ProjectError(f"the seed must be an integer from 0 to {MAX_SEED}, got {seed!r}")
         copy_ = Timeline.from_dict(timeline.to_dict())
         if not take.blocks:  # nothing generated yet: the edit is the take's timeline
             take.timeline, take.seed = copy_, take.seed if seed is None else seed
@@ -608,6 +640,10 @@ class Project:
             else:
                 target = self._new_take(take, j + 1, timeline, take.seed, list(take.reseed))
             plans = plan_take(timeline, target.seed, target.reseed)
+            kept = [(self._blocks[b]["start"], self._blocks[b]["end"]) for b in target.blocks[:j + 1]]
+            if [(p.start, p.end) for p in plans[:j + 1]] != kept:
+                raise ProjectError("this video is shorter than one 2.5 s block, so its first block would change; "
+                                   "regenerate it at the new length instead of extending")
             return target, plans[j + 1:]
         return self._job(engine, cancel, prepare, output, crf)
 
@@ -623,8 +659,10 @@ class Project:
             if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < len(plans_now) or k > len(take.blocks):
                 raise ProjectError(f"cannot regenerate from block {k!r}: the take has {len(take.blocks)} block(s), "
                                    f"the timeline {len(plans_now)}")
-            if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-                raise ProjectError(f"the seed must be a non-negative integer, got {seed!r}")
+            if seed is not None and not is_valid_seed(seed):
+                raise ProjectError(f"the seed must be an integer from 0 to {MAX_SEED}, got {seed!r}")
+            first_stale = next((r.index for r in self.blocks(take.id) if r.stale), k)
+            k = min(k, first_stale)  # blocks an edit has outdated are redone too, never reused as context
             if prompt:
                 timeline = timeline_with_prompt_from(timeline, block_cut_seconds(plans_now[k].start), prompt)
             reseed = list(take.reseed) + ([(k, seed)] if seed is not None else [])
@@ -648,6 +686,9 @@ class Project:
         tip_cache: list = []       # (block id, VAE decoder cache) of the last block this job saved
         try:
             self.check_model(engine.info)
+            if engine.info.get("sampler") == "base":
+                raise ProjectError("the base SANA-Video model makes single 5-second clips; projects (Extend, "
+                                   "Regenerate, takes) need the block-causal longsana-480p model")
             if output is not None:
                 _check_mp4_path(output)
             self._collect_garbage()
@@ -700,15 +741,19 @@ class Project:
             return
         bid, cache = tip_cache[0]
         tip_cache.clear()
+        if getattr(cache, "expired", False):  # the decoder moved on (e.g. a failed decode): nothing valid to keep
+            return
         if callable(cache):  # an engine may hand the (GB-sized) cache out lazily: only valid after a clean stop
             if quiet and not isinstance(sys.exc_info()[1], Cancelled):
                 return
             cache = cache()
         try:
             self.attach_vae_cache(bid, cache)
-        except (StudioError, OSError) as exc:
-            if not quiet:
+        except Exception as exc:  # noqa: BLE001 - on an error path this must never raise
+            if not quiet and isinstance(exc, (StudioError, OSError)):
                 raise
+            if not quiet:
+                raise ProjectError(f"could not keep the VAE cache of block {bid}: {exc}") from exc
             log.warning("could not keep the VAE cache of block %s: %s", bid, exc)
 
     def attach_vae_cache(self, block_id: str, cache: dict[str, torch.Tensor]) -> None:
@@ -881,6 +926,7 @@ class Project:
 
     def _collect_garbage(self) -> None:
         """Delete files in blocks/ that project.json does not name (left by an interrupted save or a deleted take)."""
+        self._check_not_changed_elsewhere()  # another handle's new blocks are not garbage
         for p in self.folder.glob(".project.json.*.tmp.json"):
             with contextlib.suppress(OSError):
                 p.unlink()

@@ -19,6 +19,7 @@ from core.samplers import BLOCK_LATENT_FRAMES, LATENT_STRIDE_T, block_segments, 
 FPS = 16
 MAX_SECONDS = 255.0          # RoPE covers 1024 latent frames (about 4093 video frames, 255.8 s at 16 fps)
 MAX_PROMPT_CHARS = 4000
+MAX_SEED = 2**62             # one bound everywhere a seed is accepted or stored (project files included)
 SCHEMA_KEYS = {"clips", "version", "motion_score", "negative_prompt"}
 CLIP_KEYS = {"prompt", "seconds", "seed"}
 
@@ -31,6 +32,10 @@ def video_frames_for_seconds(seconds: float) -> int:
 # One definition of the frame/block arithmetic, shared with the samplers.
 latent_frames_for_video_frames = latent_frames_for
 video_frames_for_latent_frames = video_frames_for
+
+
+def is_valid_seed(seed) -> bool:
+    return not isinstance(seed, bool) and isinstance(seed, int) and 0 <= seed <= MAX_SEED
 
 
 @dataclass
@@ -60,12 +65,18 @@ class Timeline:
                 raise TimelineError(f"clip {i}: the prompt is empty")
             if len(clip.prompt) > MAX_PROMPT_CHARS:
                 raise TimelineError(f"clip {i}: the prompt is {len(clip.prompt)} characters (at most {MAX_PROMPT_CHARS})")
-            if isinstance(clip.seconds, bool) or not isinstance(clip.seconds, (int, float)) or not math.isfinite(clip.seconds):
+            if isinstance(clip.seconds, bool) or not isinstance(clip.seconds, (int, float)):
                 raise TimelineError(f"clip {i}: duration must be a number of seconds, got {clip.seconds!r}")
+            try:
+                finite = math.isfinite(float(clip.seconds))
+            except OverflowError:
+                finite = False
+            if not finite:
+                raise TimelineError(f"clip {i}: duration must be a finite number of seconds, got {clip.seconds!r}")
             if clip.seconds <= 0:
                 raise TimelineError(f"clip {i}: duration must be positive, got {clip.seconds} s")
-            if clip.seed is not None and (isinstance(clip.seed, bool) or not isinstance(clip.seed, int) or clip.seed < 0):
-                raise TimelineError(f"clip {i}: seed must be a non-negative integer, got {clip.seed!r}")
+            if clip.seed is not None and not is_valid_seed(clip.seed):
+                raise TimelineError(f"clip {i}: seed must be an integer from 0 to {MAX_SEED}, got {clip.seed!r}")
         total = self.total_seconds
         if total > MAX_SECONDS:
             raise TimelineError(f"the timeline is {total:.1f} s long; the model's positions cover at most {MAX_SECONDS:.0f} s")
@@ -150,6 +161,8 @@ class Timeline:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError as exc:
             raise TimelineError(f"timeline file not found: {path}") from exc
+        except OSError as exc:  # a folder, no permission, ...
+            raise TimelineError(f"cannot read the timeline file {path}: {exc.strerror or exc}") from exc
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise TimelineError(f"timeline file {path} is not valid JSON: {exc}") from exc
         return cls.from_dict(data)

@@ -216,6 +216,8 @@ def test_cli_generate_demo_timeline(studio_home, tmp_path):
     (["generate", "--model", "longsana-480p", "--prompt", "x"], "not downloaded"),
     (["generate", "--model", "longsana-480p", "--prompt", "x", "--download"], "offline"),
     (["generate", "--model", "no-such-model", "--prompt", "x"], "unknown model"),
+    (["generate", "--demo", "--prompt", "x", "--device", "bogus"], "unknown device"),
+    (["generate", "--demo", "--prompt", "x", "--seed", "99999999999999999999"], "seed must be an integer"),
     (["generate", "--model", "/definitely/not/here", "--prompt", "x"], "model folder not found"),
 ])
 def test_cli_bad_input_one_clear_error(studio_home, args, needle):
@@ -271,3 +273,88 @@ def test_resolution_override_changes_the_frame_size(studio_home):
     assert (engine.info["height"], engine.info["width"]) == (48, 96) and engine.vram_mode == "low"
     previews = [e for e in _run(engine, Timeline.single("tiny frames", 2.5)) if isinstance(e, BlockPreviewEvent)]
     assert previews[0].frames.shape[1:] == (48, 96, 3)
+
+
+def _independent_longsana(engine, timeline, seed):
+    """The official LongSANA loop written out separately from the engine (LongLiveFlowEuler.sample +
+    _accumulate_kv_cache + the interactive pipeline's recache): per block, the state is the sum of the previous blocks'
+    clean-pass contributions; on a prompt switch the previous block is re-run at t=0 with the new prompt on the state
+    of the blocks before it; RoPE uses absolute frames; the cache pass sees the clean x0."""
+    from core.engine import LATENT_CHANNELS
+    from core.model import StreamState
+    from core.samplers import BlockNoise, denoise_block
+
+    model, cfg = engine.transformer, engine.transformer.cfg
+    h, w = engine._latent_hw()
+    blocks = timeline.blocks()
+    prompts = [c.prompt for c in timeline.block_clips()]
+    contributions, outs = [], []
+
+    def state_of(contribs):
+        return StreamState.from_contributions(cfg, contribs) if contribs else StreamState.empty(cfg)
+
+    with torch.no_grad():
+        for k, (start, end) in enumerate(blocks):
+            text = engine._encode(prompts[k], timeline.motion_score)
+            if k > 0 and prompts[k] != prompts[k - 1]:
+                contributions[k - 1] = model.cache_pass(outs[k - 1], text, state_of(contributions[:k - 1]),
+                                                        frame_offset=blocks[k - 1][0])
+            state = state_of(contributions)
+            noise_fn = BlockNoise.for_block(seed, k, "cpu")
+            noise = noise_fn((1, LATENT_CHANNELS, end - start, h, w))
+
+            def velocity(x, model_t, i, text=text, state=state, start=start):
+                return model(x, torch.full((1,), float(model_t)), text, state=state, frame_offset=start)
+
+            x0 = denoise_block(velocity, noise, noise_fn)
+            contributions.append(model.cache_pass(x0, text, state, frame_offset=start))
+            outs.append(x0)
+    return [x[0] for x in outs]
+
+
+def test_multi_block_loop_matches_an_independent_longsana_loop(engine):
+    """Blocks after the first (state, absolute RoPE offsets, clean cache pass, prompt-switch recache) against the
+    loop written out independently: catches a wrong frame_offset, a recache on the wrong state, or a cache pass on
+    noisy latents."""
+    tl = Timeline([Clip("a red ball", 2.5), Clip("a blue cube", 2.5), Clip("a blue cube", 2.5),
+                   Clip("a green cone", 2.5)])
+    ours = [e.latents for e in _run(engine, tl, seed=21) if isinstance(e, BlockDoneEvent)]
+    ref = _independent_longsana(engine, tl, seed=21)
+    assert len(ours) == len(ref) == 4
+    for k, (a, b) in enumerate(zip(ours, ref)):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=lambda m, k=k: f"block {k}: {m}")
+
+
+def test_uint8_conversion_truncates_like_the_official_script():
+    from core.engine import _to_uint8
+
+    video = torch.tensor([0.3, -0.2, 0.999, -1.5, 1.5]).view(1, 1, 1, 5).expand(3, 1, 1, 5)
+    assert _to_uint8(video)[0, 0, :, 0].tolist() == [165, 102, 254, 0, 255]
+
+
+@pytest.mark.parametrize("device, needle", [("bogus", "unknown device"), ("cuda:7", "CUDA"), ("mps", "not supported")])
+def test_bad_device_is_a_clear_error(device, needle):
+    from core.engine import pick_device
+    from core.errors import ConfigError
+
+    if device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has 8 GPUs")
+    with pytest.raises(ConfigError, match=needle):
+        pick_device(device)
+
+
+def test_timeline_from_a_folder_or_huge_number_is_a_clear_error(tmp_path):
+    from core.errors import TimelineError
+
+    with pytest.raises(TimelineError, match="cannot read the timeline file"):
+        Timeline.from_json_file(tmp_path)
+    with pytest.raises(TimelineError, match="finite number"):
+        Timeline.from_dict({"clips": [{"prompt": "x", "seconds": 10**400}]})
+
+
+def test_text_cache_is_bounded(engine):
+    from core.engine import TEXT_CACHE_SIZE
+
+    for i in range(TEXT_CACHE_SIZE + 5):
+        engine._encode(f"prompt number {i}", 10)
+    assert len(engine._text_cache) == TEXT_CACHE_SIZE

@@ -239,3 +239,60 @@ def test_cancel_keeps_finished_blocks_and_generate_resumes(engine, oneshot, tmp_
     # errors arrive as events, never as exceptions
     events = list(reopened.regenerate(engine, CancelToken(), from_block=9))
     assert isinstance(events[-1], ErrorEvent) and "cannot regenerate from block 9" in events[-1].message
+
+
+def _errors(events):
+    return [ev for ev in events if isinstance(ev, ErrorEvent)]
+
+
+def test_a_second_handle_cannot_overwrite_or_collect_anothers_blocks(engine, tmp_path):
+    from core.events import CancelToken
+    from core.timeline import Clip, Timeline
+
+    folder = tmp_path / "shared"
+    project = Project.create(folder, engine.info, Timeline([Clip("a fox", 2.5)]), 3)
+    run_job(project.generate(engine, CancelToken()))
+    stale_handle = Project.open(folder)               # e.g. the GUI has it open
+    run_job(Project.open(folder).extend(engine, CancelToken(), 2.5))   # meanwhile the CLI extends it
+    files_before = sorted(p.name for p in (folder / "blocks").iterdir())
+    errors = _errors(stale_handle.extend(engine, CancelToken(), 2.5))
+    assert errors and "changed by another window or process" in errors[0].message
+    with pytest.raises(ProjectError, match="another window or process"):
+        stale_handle.set_settings(crf=20)
+    assert sorted(p.name for p in (folder / "blocks").iterdir()) == files_before
+    assert len(Project.open(folder).blocks()) == 2
+
+
+def test_review_fixes_short_extend_motion_score_base_sampler_and_seeds(engine, tmp_path):
+    from core.events import CancelToken
+    from core.timeline import MAX_SEED, Clip, Timeline
+
+    short = Project.create(tmp_path / "short", engine.info, Timeline([Clip("a cat", 1.0)]), 1)
+    run_job(short.generate(engine, CancelToken()))
+    errors = _errors(short.extend(engine, CancelToken(), 2.5))
+    assert errors and "shorter than one 2.5 s block" in errors[0].message
+
+    p = Project.create(tmp_path / "motion", engine.info, Timeline([Clip("a cat", 2.5)]), 1)
+    run_job(p.generate(engine, CancelToken()))
+    p.set_timeline(Timeline([Clip("a cat", 2.5)], motion_score=80))
+    assert [r.stale for r in p.blocks()] == [True]
+
+    base_info = dict(engine.info, sampler="base")
+    base_engine = type("E", (), {"info": base_info})()
+    q = Project.create(tmp_path / "base", base_info, Timeline([Clip("a cat", 2.5)]), 1)
+    errors = _errors(q.generate(base_engine, CancelToken()))
+    assert errors and "longsana-480p" in errors[0].message
+
+    with pytest.raises(ProjectError, match="seed must be an integer from 0"):
+        Project.create(tmp_path / "bigseed", engine.info, Timeline([Clip("a cat", 2.5)]), MAX_SEED + 1)
+
+
+def test_regenerate_after_an_edit_redoes_the_outdated_blocks_too(engine, tmp_path):
+    from core.events import CancelToken
+    from core.timeline import Clip, Timeline
+
+    p = Project.create(tmp_path / "edit", engine.info, Timeline([Clip("a cat", 5.0)]), 2)
+    run_job(p.generate(engine, CancelToken()))
+    p.set_timeline(Timeline([Clip("a dog", 5.0)]))
+    run_job(p.regenerate(engine, CancelToken(), from_block=1, seed=9))
+    assert [(r.prompt, r.stale) for r in p.blocks()] == [("a dog", False), ("a dog", False)]
