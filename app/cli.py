@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 from app.quant_hook import encode_prompts_for_model, engine_model_transform, load_model_for_quantize
 from core.errors import StudioError
@@ -108,9 +109,25 @@ def _consume(events, quiet: bool, png_dir: str | None = None) -> int:
     return code
 
 
+def _check_early(args) -> None:
+    """Argument problems that would otherwise surface only after the model has loaded or a block was made."""
+    from core.errors import ExportError, ProjectError
+
+    if not 0 <= args.crf <= 51:
+        raise ExportError(f"--crf must be 0..51 (lower is better quality), got {args.crf}")
+    project = getattr(args, "project", None)
+    if project and Path(project).exists() and (not Path(project).is_dir() or any(Path(project).iterdir())):
+        raise ProjectError(f"--project {project} exists and is not an empty folder; use `sana-video extend` or "
+                           "`regenerate` on an existing project")
+    png_dir = getattr(args, "png_dir", None)
+    if png_dir and Path(png_dir).exists() and not Path(png_dir).is_dir():
+        raise ExportError(f"--png-dir {png_dir} is not a folder")
+
+
 def cmd_generate(args) -> int:
     from core.engine import GenerateRequest
 
+    _check_early(args)
     timeline = _timeline_from_args(args)
     engine = _load_engine(args)
     cancel = CancelToken()
@@ -145,7 +162,9 @@ def cmd_regenerate(args) -> int:
     project = Project.open(args.project)
     engine = _load_engine(args)
     project.check_model(engine.info)
-    events = project.regenerate(engine, CancelToken(), from_block=args.block, seed=args.seed, prompt=args.prompt,
+    if args.block < 1:
+        raise StudioError(f"--block counts from 1 (the first block is 1), got {args.block}")
+    events = project.regenerate(engine, CancelToken(), from_block=args.block - 1, seed=args.seed, prompt=args.prompt,
                                 output=args.output, crf=args.crf)
     return _consume(events, args.quiet)
 
@@ -228,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("regenerate", help="redo a project from block K (earlier blocks untouched; a new take)")
     r.add_argument("project")
-    r.add_argument("--block", type=int, required=True)
+    r.add_argument("--block", type=int, required=True, help="the first block to redo, counting from 1 (as displayed)")
     r.add_argument("--seed", type=int)
     r.add_argument("--prompt", "-p")
     _add_engine_args(r)

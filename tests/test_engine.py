@@ -358,3 +358,30 @@ def test_text_cache_is_bounded(engine):
     for i in range(TEXT_CACHE_SIZE + 5):
         engine._encode(f"prompt number {i}", 10)
     assert len(engine._text_cache) == TEXT_CACHE_SIZE
+
+
+def test_cli_project_round_trip_generate_extend_regenerate_export(studio_home, tmp_path):
+    """The CLI's project commands end to end on the demo model (block numbers count from 1 as displayed)."""
+    from core.export import read_mp4_info
+    from core.project import Project
+
+    proj = tmp_path / "proj"
+    r = _cli(["generate", "--demo", "-q", "-p", "a kite", "-s", "2.5", "--project", str(proj)], studio_home)
+    assert r.returncode == 0, r.stderr
+    r = _cli(["extend", str(proj), "--demo", "-q", "-s", "2.5", "-p", "a kite over the sea"], studio_home)
+    assert r.returncode == 0, r.stderr
+    before = Project.open(proj).blocks()
+    r = _cli(["regenerate", str(proj), "--demo", "-q", "--block", "2", "--seed", "5"], studio_home)
+    assert r.returncode == 0, r.stderr
+    after = Project.open(proj).blocks()
+    assert len(before) == len(after) == 2 and after[0].id == before[0].id and after[1].id != before[1].id
+    out = tmp_path / "out.mp4"
+    r = _cli(["export", str(proj), "-o", str(out)], studio_home)
+    assert r.returncode == 0, r.stderr
+    assert read_mp4_info(out)["frames"] == 81
+    r = _cli(["regenerate", str(proj), "--demo", "--block", "0"], studio_home)
+    assert r.returncode == 2 and "counts from 1" in r.stderr
+    r = _cli(["generate", "--demo", "-p", "x", "--project", str(proj)], studio_home)
+    assert r.returncode == 2 and "not an empty folder" in r.stderr
+    r = _cli(["generate", "--demo", "-p", "x", "--crf", "99", "-o", str(tmp_path / "x.mp4")], studio_home)
+    assert r.returncode == 2 and "--crf must be 0..51" in r.stderr
