@@ -28,6 +28,7 @@ import torch
 from core.config import PRESETS, ConfigError, TransformerConfig
 from core.errors import CheckpointError
 from core.fsutil import atomic_path, atomic_write_text, safe_join
+from core.pth import read_pth_state_dict
 
 # ----------------------------------------------------------------------------------------------------------------
 # File names (the names diffusers' ModelMixin.save_pretrained uses)
@@ -550,27 +551,7 @@ def read_official_pth(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"checkpoint file is missing: {path}")
     if path.suffix == ".bin":
         _refuse_pickle(path)
-    try:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as exc:
-            if "mmap" not in str(exc):  # legacy (non-zip) files cannot be memory-mapped; anything else is fatal
-                raise
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError / UnpicklingError / EOFError / zip errors
-        raise CheckpointError(f"{path} cannot be read as a PyTorch checkpoint of tensors (truncated, corrupt or "
-                              f"holding Python objects): {type(exc).__name__}: {exc}") from exc
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        sd = obj["state_dict"]
-    elif isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        sd = obj
-    else:
-        keys = list(obj)[:12] if isinstance(obj, dict) else type(obj).__name__
-        raise CheckpointError(f"{path} holds neither {{'state_dict': tensors}} nor a bare state dict (top level: "
-                              f"{keys})")
-    not_tensors = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
-    if not_tensors:
-        raise CheckpointError(f"{path}: state_dict entries that are not tensors: {_listing(not_tensors)}")
+    sd = read_pth_state_dict(path)
     if not is_official_keys(sd.keys()):
         return dict(sd)  # a .pth saved with diffusers names: accept as is, validation follows
     return official_to_diffusers(sd)

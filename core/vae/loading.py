@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
-import zipfile
 from pathlib import Path
 
 import torch
@@ -23,6 +21,7 @@ from safetensors.torch import save_file
 from core.config import ConfigError
 from core.errors import CheckpointError
 from core.fsutil import atomic_path, atomic_write_text
+from core.pth import read_pth_state_dict
 from core.vae.config import WanVAEConfig
 from core.vae.keys import (
     is_encoder_key,
@@ -101,18 +100,7 @@ def _load_diffusers(weights: Path, config_path: Path, device, dtype, config: Wan
 
 def _load_official(path: Path, device, dtype, config: WanVAEConfig | None) -> WanVAEDecoder:
     config = config or WanVAEConfig()
-    errors = (RuntimeError, pickle.UnpicklingError, EOFError, OSError, ValueError, zipfile.BadZipFile)
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # mmap: no copy of a 500 MB file
-    except errors:
-        try:  # legacy (non-zip) torch.save files cannot be memory-mapped
-            raw = torch.load(path, map_location="cpu", weights_only=True)
-        except errors as exc:
-            raise CheckpointError(f"cannot read {path} as a PyTorch state dict (weights_only): {exc}") from exc
-    if isinstance(raw, dict) and isinstance(raw.get("state_dict"), dict):
-        raw = raw["state_dict"]
-    if not isinstance(raw, dict) or not all(isinstance(v, torch.Tensor) for v in raw.values()):
-        raise CheckpointError(f"{path} is not a flat state dict of tensors")
+    raw = read_pth_state_dict(path)
     name_map = official_to_diffusers_map(config, decoder_only=True)
     unexpected = sorted(k for k in raw if k not in name_map and not is_official_encoder_key(k))
     if unexpected:
