@@ -13,8 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.config import TransformerConfig
-from core.errors import CheckpointError
-from core.model.convert import conversion_rules, expected_diffusers_shapes, to_diffusers, to_internal
+from core.model.convert import conversion_rules, to_diffusers, to_internal
 from core.model.layers import (
     TEXT_MASK_BIAS,
     CaptionProjection,
@@ -29,8 +28,6 @@ from core.model.state import BlockContribution, StreamState
 
 # T2IFinalLayer / diffusers norm_out hard-code this eps (independent of config.norm_eps)
 FINAL_NORM_EPS = 1e-6
-# how many problem keys a CheckpointError lists per category before summarising
-_MAX_NAMED_KEYS = 20
 
 
 @dataclass(frozen=True)
@@ -219,28 +216,11 @@ class SanaVideoTransformer(nn.Module):
         device None: the model's device, or the checkpoint's when the model is on meta. dtype None: the checkpoint's
         dtype (that of patch_embedding.weight). Raises one CheckpointError naming every missing / unexpected /
         misshapen key; on error the model is left untouched."""
-        expected = expected_diffusers_shapes(self.cfg)
-        # A lazy state dict (core.checkpoints.LazyStateDict) tells shapes and dtypes from the file header, so the
-        # checks below read no tensor data; a plain dict is asked directly.
-        shapes = sd.shapes() if hasattr(sd, "shapes") else {k: tuple(v.shape) for k, v in sd.items()}
-        dtypes = sd.dtypes() if hasattr(sd, "dtypes") else {k: v.dtype for k, v in sd.items()}
-        missing = sorted(k for k in expected if k not in shapes)
-        unexpected = sorted(k for k in shapes if k not in expected)
-        misshapen = sorted(f"{k} {tuple(shapes[k])} (expected {expected[k]})" for k in expected
-                           if k in shapes and tuple(shapes[k]) != expected[k])
-        not_float = sorted(f"{k} ({dtypes[k]})" for k in expected
-                           if k in dtypes and not (isinstance(dtypes[k], torch.dtype) and dtypes[k].is_floating_point))
-        problems = []
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("misshapen", misshapen),
-                            ("not floating point", not_float)):
-            if keys:
-                shown = ", ".join(keys[:_MAX_NAMED_KEYS])
-                more = f" and {len(keys) - _MAX_NAMED_KEYS} more" if len(keys) > _MAX_NAMED_KEYS else ""
-                problems.append(f"{label} keys: {shown}{more}")
-        if problems:
-            raise CheckpointError("transformer weights do not match the SANA-Video config "
-                                  f"({self.cfg.num_layers} layers, hidden {self.cfg.hidden_size}): "
-                                  + "; ".join(problems))
+        # one validator for every entry point (core.checkpoints reads shapes/dtypes from file headers, no data)
+        from core.checkpoints import validate_state_dict
+
+        validate_state_dict(sd, self.cfg, source="transformer weights")
+        dtypes = sd.dtypes() if hasattr(sd, "dtypes") else {"patch_embedding.weight": sd["patch_embedding.weight"].dtype}
         if device is None:
             device = sd["patch_embedding.weight"].device if self.device.type == "meta" else self.device
         device = torch.device(device)
