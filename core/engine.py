@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,13 +128,6 @@ class Engine:
         # (bench/e2e.py); off by default because synchronising costs a little overlap.
         self.collect_timings = False
         self.vram_mode = "auto"   # "low": the text encoder leaves the GPU after every encode; "high": it stays
-        self._vae_snapshot: _Snapshot | None = None
-
-    def _expire_vae_snapshot(self) -> None:
-        """The decoder cache is about to change: an unread snapshot of it must not be read any more."""
-        if self._vae_snapshot is not None:
-            self._vae_snapshot.expire()
-            self._vae_snapshot = None
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -340,7 +333,6 @@ class Engine:
         del done
         prev_latents = None if resume.prev_latents is None else resume.prev_latents.to(dev, self.dtype)
         prev_prompt, prev_start = resume.prev_prompt, resume.prev_start
-        self._expire_vae_snapshot()
         if resume.vae_cache is not None:
             self.vae.restore_cache({k: v.to(dev) for k, v in resume.vae_cache.items()})
         else:
@@ -392,17 +384,15 @@ class Engine:
             clock.lap("dit_s")
             yield StageEvent("decode", f"block {plan.index}")
             clock.lap(None)
-            self._expire_vae_snapshot()
             video = self.vae.decode_block(x0.float())                        # (1, 3, F, H, W) in [-1, 1]
             clock.lap("vae_s")
             frames_u8 = _to_uint8(video[0])                                  # (F, H, W, 3)
             first = 0 if plan.start == 0 else video_frames_for_latent_frames(plan.start)
             yield BlockPreviewEvent(plan.index, frames_u8, first)
-            # The decoder cache is large at 480p (GBs): copied to the CPU only if the consumer reads it, and only
-            # while it still describes this block (before the generator is resumed).
-            vae_snapshot = _Snapshot(lambda: {k: v.detach().to("cpu") for k, v in self.vae.save_cache().items()})
-            self._vae_snapshot = vae_snapshot
-            extra.update(contribution=contribution.to("cpu"), vae_cache=vae_snapshot)
+
+            # the decoder cache is GBs at 480p: a snapshot copied to the CPU only if the consumer reads it, and
+            # readable only until the decoder changes it
+            extra.update(contribution=contribution.to("cpu"), vae_cache=self.vae.cache_snapshot())
             if self.collect_timings:
                 extra["timings"] = dict(clock.laps)
             yield BlockDoneEvent(plan.index, num_blocks, x0[0].detach().float().cpu(), plan.seed, plan.prompt,
@@ -447,43 +437,12 @@ class Engine:
             preview = latent_to_rgb_preview(x[0, :, n_latent // 2:n_latent // 2 + 1], upscale=VAE_STRIDE)[0].numpy()
             yield StepEvent(0, i + 1, steps, 1, el, el / (i + 1) * (steps - i - 1), preview)
         x0 = x
-        self._expire_vae_snapshot()
         self.vae.reset()
         video = self.vae.decode_block(x0.float())
         frames_u8 = _to_uint8(video[0])
         sink.add(frames_u8)
         yield BlockPreviewEvent(0, frames_u8, 0)
         yield BlockDoneEvent(0, 1, x0[0].float().cpu(), request.seed, plans[0].prompt, 0, n_latent, {})
-
-
-class _Snapshot(Mapping):
-    """A dict of tensors computed on first access; reading it after `expire()` is an error, not silent garbage."""
-
-    def __init__(self, load: Callable[[], dict]) -> None:
-        self._load, self._data, self._expired = load, None, False
-
-    def _get(self) -> dict:
-        if self._data is None:
-            if self._expired:
-                raise RuntimeError("the VAE cache snapshot was read after the engine moved on to the next block")
-            self._data = self._load()
-        return self._data
-
-    def expire(self) -> None:
-        self._expired = True
-
-    @property
-    def expired(self) -> bool:
-        return self._expired and self._data is None
-
-    def __getitem__(self, key):
-        return self._get()[key]
-
-    def __iter__(self):
-        return iter(self._get())
-
-    def __len__(self) -> int:
-        return len(self._get())
 
 
 class _FrameCounter:

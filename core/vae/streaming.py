@@ -8,6 +8,8 @@ can save the cache after block k and resume later without decoding blocks 0..k a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 
 from core.errors import ProjectError
@@ -62,6 +64,7 @@ class WanStreamingDecoder:
             raise ValueError("frames_per_pass must be >= 1")
         self.frames_per_pass = frames_per_pass
         self._cache: ConvCache = {}
+        self._version = 0  # bumped whenever the cache changes; a CacheSnapshot is readable only while it matches
         self._frames_done = 0
 
     # --- properties -------------------------------------------------------------------------------------------
@@ -87,6 +90,7 @@ class WanStreamingDecoder:
         """Start a new video: the next block's first latent frame is frame 0 (1 pixel frame)."""
         self._cache = {}
         self._frames_done = 0
+        self._version += 1
 
     def denormalize(self, latents: torch.Tensor) -> torch.Tensor:
         """DiT-space z_n -> VAE-space z = z_n * std + mean (per channel), in fp32."""
@@ -121,6 +125,7 @@ class WanStreamingDecoder:
             raise
         finally:
             torch.backends.cudnn.benchmark = benchmark_before
+        self._version += 1
         out = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=2)
         return out.contiguous()  # the fast path computes channels_last_3d; callers get the plain layout
 
@@ -143,13 +148,14 @@ class WanStreamingDecoder:
             )
 
     # --- cache save / restore -----------------------------------------------------------------------------------
-    def save_cache(self) -> dict[str, torch.Tensor]:
+    def save_cache(self, device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
         """The decoding state after the blocks decoded so far, as a flat dict of tensors (safetensors-ready:
-        contiguous copies on the decoder's device; the caller moves them to CPU to store them).
+        contiguous copies on `device`, by default the decoder's own).
 
         Size: 2 frames of each causal conv's input, about 2 / (frames decoded so far) of one decoded pixel frame
         per conv at that conv's resolution (at 480x832 fp32 this is a few GB: store it only where needed)."""
-        state = {_CONV_PREFIX + name: t.contiguous().clone() for name, t in self._cache.items()}
+        state = {_CONV_PREFIX + name: t.to(device or t.device, memory_format=torch.contiguous_format, copy=True)
+                 for name, t in self._cache.items()}
         state[_FRAMES_DONE_KEY] = torch.tensor([self._frames_done], dtype=torch.int64)
         return state
 
@@ -181,3 +187,36 @@ class WanStreamingDecoder:
                 raise ProjectError(f"VAE decoder cache lacks entries for {missing[:5]}")
         self._cache = cache
         self._frames_done = frames_done
+        self._version += 1
+
+    def cache_snapshot(self) -> CacheSnapshot:
+        """The cache as it is now, copied to the CPU only if and when it is read (it is GBs at 480p), and readable
+        only until the cache changes (the next decode, reset or restore)."""
+        return CacheSnapshot(self, self._version)
+
+
+class CacheSnapshot(Mapping):
+    """Read-on-demand CPU copy of a WanStreamingDecoder cache; see WanStreamingDecoder.cache_snapshot."""
+
+    def __init__(self, decoder: WanStreamingDecoder, version: int) -> None:
+        self._decoder, self._version, self._data = decoder, version, None
+
+    @property
+    def expired(self) -> bool:
+        return self._data is None and self._decoder._version != self._version
+
+    def _get(self) -> dict[str, torch.Tensor]:
+        if self._data is None:
+            if self.expired:
+                raise RuntimeError("the VAE cache snapshot was read after the decoder moved on")
+            self._data = self._decoder.save_cache(device="cpu")
+        return self._data
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return self._get()[key]
+
+    def __iter__(self):
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())
