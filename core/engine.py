@@ -389,7 +389,6 @@ class Engine:
             frames_u8 = _to_uint8(video[0])                                  # (F, H, W, 3)
             first = 0 if plan.start == 0 else video_frames_for_latent_frames(plan.start)
             yield BlockPreviewEvent(plan.index, frames_u8, first)
-
             # the decoder cache is GBs at 480p: a snapshot copied to the CPU only if the consumer reads it, and
             # readable only until the decoder changes it
             extra.update(contribution=contribution.to("cpu"), vae_cache=self.vae.cache_snapshot())
