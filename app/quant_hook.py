@@ -7,34 +7,17 @@ encoder, and reports which precision is really in use."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
-
-CALIB_PROMPTS = 4
-CALIB_BLOCKS = 2
-CALIB_LATENT_FRAMES = 2
 
 
 def engine_model_transform(precision: str) -> Callable | None:
+    """quant's engine hook for `precision`; None for bf16 / fp32 or when quant's dependencies are missing."""
     if precision in ("bf16", "fp32"):
         return None
     try:
-        from quant.calib_loop import CALIBRATION_PROMPTS, make_longsana_forward_loop
-        from quant.prepare import prepare_model
+        from quant.prepare import make_model_transform
     except ImportError:  # quant's optional dependencies are missing: stay in bf16
         return None
-    fmt = "auto" if precision == "auto" else precision
-
-    def transform(model, device, context: dict[str, Any]):
-        h, w = context["latent_hw"]
-        texts = context["encode_prompts"](list(CALIBRATION_PROMPTS[:CALIB_PROMPTS]))
-        loop = make_longsana_forward_loop(texts, (model.cfg.in_channels, CALIB_LATENT_FRAMES, h, w),
-                                          num_blocks=CALIB_BLOCKS)
-        model, report = prepare_model(model, device, fmt=fmt, forward_loop=loop, progress=context.get("progress"),
-                                      expected_passes=CALIB_PROMPTS * CALIB_BLOCKS * 5)
-        plan = report.plan
-        return model, (plan.format if getattr(plan, "active", False) else None)
-
-    return transform
+    return make_model_transform(fmt="auto" if precision == "auto" else precision)
 
 
 def encode_prompts_for_model(source: str, prompts: list[str], device: str) -> list:

@@ -1,6 +1,6 @@
 """Low-precision execution of the DiT: ModelOpt calibration, NVFP4 / FP8 packing, and low-precision matmuls.
 
-Entry points: `prepare_model` / `make_model_transform` (first-launch step, engine hook), `plan_for_device`,
+Entry points: `prepare_model` (first-launch step) / `make_model_transform` (the engine's model_transform hook), `plan_for_device`,
 `QuantLinear`, `Recipe` / `default_recipe`, and `quant.cli` for `sana-video quantize`. NVIDIA ModelOpt is optional.
 """
 

@@ -220,8 +220,27 @@ def _build(model, names, fmt, recipe, forward_loop, calibrator, progress, expect
     return pack_model(model, names, fmt, amax, on_layer)
 
 
-def make_model_transform(**kwargs) -> Callable[[nn.Module, torch.device | str], nn.Module]:
-    """The engine's `model_transform(model, device) -> model` hook, with prepare_model's keyword arguments bound."""
-    def transform(model: nn.Module, device: torch.device | str) -> nn.Module:
-        return prepare_model(model, device, **kwargs)[0]
+# calibration run of the engine hook: a few built-in prompts, two short LongSANA blocks each
+CALIB_PROMPTS = 4
+CALIB_BLOCKS = 2
+CALIB_LATENT_FRAMES = 2
+
+
+def make_model_transform(fmt: str = "auto", **kwargs):
+    """The engine's `model_transform(model, device, context) -> (model, precision or None)` hook (core.engine).
+
+    Calibrates with the engine's own text encoder (`context["encode_prompts"]`) through the LongSANA loop at the
+    engine's latent size, then runs `prepare_model` (cached after the first launch). The precision is None when the
+    plan keeps the model as it is (CPU, GPUs without FP8/FP4)."""
+    from quant.calib_loop import CALIBRATION_PROMPTS, make_longsana_forward_loop
+
+    def transform(model: nn.Module, device: torch.device | str, context: dict):
+        h, w = context["latent_hw"]
+        texts = context["encode_prompts"](list(CALIBRATION_PROMPTS[:CALIB_PROMPTS]))
+        loop = make_longsana_forward_loop(texts, (model.cfg.in_channels, CALIB_LATENT_FRAMES, h, w),
+                                          num_blocks=CALIB_BLOCKS)
+        model, report = prepare_model(model, device, fmt=fmt, forward_loop=loop, progress=context.get("progress"),
+                                      expected_passes=CALIB_PROMPTS * CALIB_BLOCKS * 5, **kwargs)
+        return model, (report.plan.format if getattr(report.plan, "active", False) else None)
+
     return transform

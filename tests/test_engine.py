@@ -385,3 +385,17 @@ def test_cli_project_round_trip_generate_extend_regenerate_export(studio_home, t
     assert r.returncode == 2 and "not an empty folder" in r.stderr
     r = _cli(["generate", "--demo", "-p", "x", "--crf", "99", "-o", str(tmp_path / "x.mp4")], studio_home)
     assert r.returncode == 2 and "--crf must be 0..51" in r.stderr
+
+
+def test_quant_engine_hook_keeps_the_cpu_model_and_reports_its_precision(studio_home):
+    """quant's engine hook (what `sana-video generate --precision auto` passes) on a CPU: the plan keeps the model,
+    calibration captions come from the engine's own text encoder, and the reported precision stays fp32."""
+    pytest.importorskip("quant.prepare")
+    from app.quant_hook import engine_model_transform
+    from core.engine import Engine
+
+    hook = engine_model_transform("auto")
+    assert hook is not None and engine_model_transform("bf16") is None
+    engine = Engine.load("demo", device="cpu", precision="auto", model_transform=hook)
+    assert engine.info["precision"] == "fp32"
+    assert isinstance(_run(engine, Timeline.single("a fox", 2.5))[-1], FinishedEvent)
