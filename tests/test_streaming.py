@@ -19,13 +19,7 @@ CFG_D28 = tiny_config(num_attention_heads=1, attention_head_dim=28, num_cross_at
                       cross_attention_head_dim=28, cross_attention_dim=28)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors: extra intra-op threads only contend on the shared CI cores (20x slower here)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
