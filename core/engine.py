@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.errors import ConfigError, ExportError, StudioError, TimelineError
+from core.errors import ConfigError, StudioError, TimelineError
 from core.events import (
     BlockDoneEvent,
     BlockPreviewEvent,
@@ -31,6 +31,7 @@ from core.events import (
     StageEvent,
     StepEvent,
 )
+from core.export import check_mp4_target
 from core.model import BlockContribution
 from core.registry import ResolvedModel, resolve_model
 from core.timeline import MAX_SEED, Timeline, is_valid_seed, video_frames_for_latent_frames
@@ -245,7 +246,7 @@ class Engine:
         writer = None
         try:
             if request.output is not None:
-                _check_output_path(request.output)
+                check_mp4_target(request.output)
             plans = self.plan_blocks(request.timeline, request.seed)
             if request.output is not None:
                 # frames go to the encoder as each block is decoded: memory stays flat at any length
@@ -499,17 +500,3 @@ def _to_uint8(video: torch.Tensor) -> np.ndarray:
     (`clamp(127.5 x + 127.5, 0, 255).to(uint8)`; diffusers rounds instead: at most 1 level apart)."""
     x = (video.float() * 127.5 + 127.5).clamp(0, 255).to(torch.uint8)
     return x.permute(1, 2, 3, 0).contiguous().cpu().numpy()
-
-
-def _check_output_path(output: str | Path) -> None:
-    path = Path(output)
-    if path.suffix.lower() != ".mp4":
-        raise ExportError(f"the output {path} must end in .mp4")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.exists():
-        raise ExportError(f"the output folder {parent} does not exist")
-    if not parent.is_dir():
-        raise ExportError(f"{parent} is not a folder")
-    import os
-    if not os.access(parent, os.W_OK):
-        raise ExportError(f"the output folder {parent} is not writable")

@@ -95,6 +95,20 @@ def _metadata_tags(metadata: dict[str, Any] | None) -> dict[str, str]:
     return {"title": title, "comment": json.dumps(metadata, ensure_ascii=True, sort_keys=True, default=str)}
 
 
+def check_mp4_target(output: str | os.PathLike) -> None:
+    """Fail early, before any generation work, when `output` cannot become an MP4 file."""
+    path = Path(output)
+    if path.suffix.lower() != ".mp4":
+        raise ExportError(f"the output {path} must end in .mp4")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.exists():
+        raise ExportError(f"the output folder {parent} does not exist")
+    if not parent.is_dir():
+        raise ExportError(f"{parent} is not a folder")
+    if not os.access(parent, os.W_OK):
+        raise ExportError(f"the output folder {parent} is not writable")
+
+
 def write_mp4(
     path: str | os.PathLike,
     frames: Iterable[Any] | np.ndarray,

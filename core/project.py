@@ -48,6 +48,7 @@ from core.events import (
     FinishedEvent,
     StageEvent,
 )
+from core.export import check_mp4_target
 from core.fsutil import atomic_write_text
 from core.model import BlockContribution
 from core.project_files import (
@@ -690,7 +691,7 @@ class Project:
                 raise ProjectError("the base SANA-Video model makes single 5-second clips; projects (Extend, "
                                    "Regenerate, takes) need the block-causal longsana-480p model")
             if output is not None:
-                _check_mp4_path(output)
+                check_mp4_target(output)
             self._collect_garbage()
             take, plans = prepare()
             if plans:
@@ -1013,16 +1014,6 @@ def _extend_timeline(base: Timeline, seconds: float, prompt: str, last_prompt: s
 def _engine_plan(p: PlannedBlock):
     from core.engine import BlockPlan
     return BlockPlan(p.index, p.start, p.end, p.prompt, p.seed)
-
-
-def _check_mp4_path(output) -> None:
-    from core.errors import ExportError
-    path = Path(output)
-    if path.suffix.lower() != ".mp4":
-        raise ExportError(f"the output {path} must end in .mp4")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise ExportError(f"the output folder {parent} does not exist")
 
 
 __all__ = ["Project", "Take", "BlockRecord", "PlannedBlock", "plan_take", "timeline_cut", "block_cut_seconds",
