@@ -13,7 +13,6 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -289,12 +288,6 @@ class Engine:
         if self.resolved.is_demo:
             meta["label"] = self.resolved.label
         return meta
-
-    def export(self, frames, output: str | Path, timeline: Timeline, seed: int, crf: int = 18) -> Path:
-        from core.export import write_mp4
-
-        return write_mp4(output, frames, fps=self.resolved.fps, crf=crf,
-                         metadata=self._export_metadata(timeline, seed))
 
     # ------------------------------------------------------------------ LongSANA block loop
     @torch.no_grad()
