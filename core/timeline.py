@@ -115,15 +115,6 @@ class Timeline:
             out.append(self.prompt_for_time(first_video_frame / FPS))
         return out
 
-    def extended(self, seconds: float, prompt: str | None = None) -> Timeline:
-        """A copy with `seconds` more at the end (same prompt as the last clip unless given)."""
-        clips = [Clip(c.prompt, c.seconds, c.seed) for c in self.clips]
-        if prompt is None or (clips and prompt == clips[-1].prompt):
-            clips[-1].seconds += seconds
-        else:
-            clips.append(Clip(prompt, seconds))
-        return Timeline(clips, self.motion_score).validate()
-
     # ---- (de)serialisation ----
     def to_dict(self) -> dict[str, Any]:
         return {"version": 1, "motion_score": self.motion_score, "clips": [c.to_dict() for c in self.clips]}
