@@ -18,6 +18,7 @@ from core.kernels.dwconv_glu import dwconv3x3_glu
 from core.kernels.layernorm_modulate import add_layernorm_modulate, layernorm_modulate
 from core.kernels.linear_attention import linear_attn_apply, linear_attn_state
 from core.kernels.rms_norm import qk_rms_norm, rms_norm
+from core.kernels.temporal_residual import temporal_gated_residual
 
 # A/B knob: SANA_VIDEO_FUSED_DWCONV=0 runs the FFN middle as SiLU -> cuDNN depthwise conv -> GLU (three passes over
 # the 2F-wide tensor) instead of the fused dwconv3x3_glu kernel
@@ -161,8 +162,8 @@ class CrossAttention(nn.Module):
         v = v.reshape(b, tokens, self.heads, self.head_dim).transpose(1, 2).contiguous()
         return k, v
 
-    def forward(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        """x (B, N, D); k, v (B, H, L, d); bias (B, 1, 1, L) additive."""
+    def forward(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """x (B, N, D); k, v (B, H, L, d); bias (B, 1, 1, L) additive, or None when every key is valid."""
         b, n, d = x.shape
         q = self.q(x)
         q = rms_norm(q, self.norm_q.weight, self.norm_q.eps) if eager_kernels(q) else self.norm_q(q)
@@ -178,6 +179,8 @@ class MixFFN(nn.Module):
     second half gate) -> point 1x1 conv (Linear F->D, no bias) = u -> u + Conv_t(u), where the dense (D, D, 3, 1)
     temporal kernel is Linear(3D, D) over [u_{t-1}, u_t, u_{t+1}] (tap 0 looks one frame back). The frame before the
     first one is `prev_frame` (streaming) or zero; the frame after the last one is always zero (CachedGLUMBConvTemp).
+    The block's gated residual update is part of the forward, so that with one gate per sample the temporal tail
+    runs as core.kernels.temporal_residual's shifted GEMMs (no stacked tensor, one elementwise pass).
     """
 
     def __init__(self, dim: int, hidden: int) -> None:
@@ -211,18 +214,32 @@ class MixFFN(nn.Module):
         value, gate = self._depthwise(F.silu(h), frames, height, width).chunk(2, dim=-1)
         return value * F.silu(gate)
 
-    def forward(self, x: torch.Tensor, frames: int, height: int, width: int,
-                prev_frame: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (B, N, D) -> (y (B, N, D), u (B, T, H'W', D) post-point-conv features)."""
+    def forward(self, residual: torch.Tensor, x: torch.Tensor, gate: torch.Tensor, frames: int, height: int,
+                width: int, prev_frame: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """residual + gate * ffn(x): residual, x (B, N, D), gate (B, T', D) -> (new residual (B, N, D),
+        u (B, T, H'W', D) post-point-conv features)."""
         b, n, d = x.shape
         h = self.inverted(x)                                                  # (B, N, 2F) pre-activation
         u = self.point(self._glu_middle(h, frames, height, width)).view(b, frames, height * width, d)  # (B,T,HW,D)
-        left = u.new_zeros(b, 1, height * width, d) if prev_frame is None else prev_frame[:, None].to(u.dtype)
-        right = u.new_zeros(b, 1, height * width, d)
-        padded = torch.cat([left, u, right], dim=1)                           # (B, T+2, HW, D)
-        stacked = torch.cat([padded[:, :-2], u, padded[:, 2:]], dim=-1)       # (B, T, HW, 3D) [u_{t-1}, u_t, u_{t+1}]
-        y = u + self.temporal(stacked)
-        return y.view(b, n, d), u
+        prev = None if prev_frame is None else prev_frame.to(u.dtype)
+        if gate.shape[1] == 1 and self._plain_temporal():
+            return temporal_gated_residual(residual, u, gate, self.temporal.weight, prev), u
+        return residual + gated(self._temporal_via_module(u, prev), gate, frames), u
+
+    def _plain_temporal(self) -> bool:
+        """The fused tail uses the temporal weight directly, so only for a plain, unhooked nn.Linear: a quantized or
+        ModelOpt-converted layer, or one with calibration hooks, must be called as a module."""
+        t = self.temporal
+        return type(t) is nn.Linear and not (t._forward_hooks or t._forward_pre_hooks)
+
+    def _temporal_via_module(self, u: torch.Tensor, prev: torch.Tensor | None) -> torch.Tensor:
+        """u + Conv_t(u) through the temporal module on the stacked [u_{t-1}, u_t, u_{t+1}]: (B, N, D)."""
+        b, t, s, d = u.shape
+        left = u.new_zeros(b, 1, s, d) if prev is None else prev[:, None]
+        right = u.new_zeros(b, 1, s, d)
+        padded = torch.cat([left, u, right], dim=1)                           # (B, T+2, S, D)
+        stacked = torch.cat([padded[:, :-2], u, padded[:, 2:]], dim=-1)       # (B, T, S, 3D)
+        return (u + self.temporal(stacked)).view(b, t * s, d)
 
 
 class SanaVideoBlock(nn.Module):
@@ -238,7 +255,7 @@ class SanaVideoBlock(nn.Module):
         self.ffn = MixFFN(dim, cfg.ffn_hidden)
 
     def forward(self, x: torch.Tensor, t_mod: torch.Tensor, text_k: torch.Tensor, text_v: torch.Tensor,
-                text_bias: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, grid: tuple[int, int, int],
+                text_bias: torch.Tensor | None, cos: torch.Tensor, sin: torch.Tensor, grid: tuple[int, int, int],
                 prev_vk: torch.Tensor | None = None, prev_k_sum: torch.Tensor | None = None,
                 prev_frame: torch.Tensor | None = None,
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -261,6 +278,5 @@ class SanaVideoBlock(nn.Module):
         else:
             x = x + cross_out
             h = modulate(layer_norm(x, self.norm_eps), shift_mlp, scale_mlp, frames).to(x.dtype)
-        ffn_out, u = self.ffn(h, frames, height, width, prev_frame)
-        x = x + gated(ffn_out, gate_mlp, frames)
+        x, u = self.ffn(x, h, gate_mlp, frames, height, width, prev_frame)
         return x, own_vk, own_k_sum, u
