@@ -30,18 +30,44 @@ from core.model.state import BlockContribution, StreamState
 FINAL_NORM_EPS = 1e-6
 
 
+def prefix_lengths(mask: torch.Tensor) -> tuple[int, ...] | None:
+    """Per row of a (B, L) bool mask, its number of valid tokens if they all come first; None if any row is not so."""
+    counts = mask.sum(dim=1)                                                  # (B,)
+    positions = torch.arange(mask.shape[1], device=mask.device)
+    if not bool((mask == (positions[None, :] < counts[:, None])).all()):
+        return None
+    return tuple(int(c) for c in counts.tolist())
+
+
 @dataclass(frozen=True)
 class TextContext:
     """A prompt, encoded once and reused for every step and block.
 
     caption (B, L, D): projected + RMSNorm'ed caption; mask (B, L) bool; bias (B, 1, 1, L) additive SDPA bias;
-    keys / values: per layer (B, heads, L, head_dim) cross-attention K (RMSNorm'ed) and V."""
+    keys / values: per layer (B, heads, L, head_dim) cross-attention K (RMSNorm'ed) and V; lengths: per row, the
+    number of valid tokens when each row's mask is a prefix (valid tokens first, padding after), else None."""
 
     caption: torch.Tensor
     mask: torch.Tensor
     bias: torch.Tensor
     keys: tuple[torch.Tensor, ...]
     values: tuple[torch.Tensor, ...]
+    lengths: tuple[int, ...] | None = None
+
+    def cross_attention_span(self) -> tuple[int, torch.Tensor | None]:
+        """(how many leading text tokens cross-attention needs, the additive bias for them or None).
+
+        A masked key gets bias -1e4, so its softmax weight exp(score - 1e4 - max) underflows to exactly 0 in the
+        fp32 softmax: trailing padding can be dropped, and with no padding left the bias too. Why: fewer keys, and
+        SDPA without a bias tensor runs its fastest kernels. A row with no valid token is left alone (its softmax
+        over all-masked keys is not zero), as is a mask that is not a prefix."""
+        full = self.caption.shape[1]
+        if self.lengths is None or min(self.lengths) == 0:
+            return full, self.bias
+        longest = max(self.lengths)
+        if min(self.lengths) == longest:
+            return longest, None
+        return longest, self.bias[..., :longest]
 
     @property
     def batch(self) -> int:
@@ -58,7 +84,8 @@ class TextContext:
             return t.expand(batch, *t.shape[1:])
 
         return TextContext(grow(self.caption), grow(self.mask), grow(self.bias),
-                           tuple(grow(k) for k in self.keys), tuple(grow(v) for v in self.values))
+                           tuple(grow(k) for k in self.keys), tuple(grow(v) for v in self.values),
+                           None if self.lengths is None else self.lengths * batch)
 
     @staticmethod
     def cat(contexts: Sequence[TextContext]) -> TextContext:
@@ -71,6 +98,7 @@ class TextContext:
             torch.cat([c.bias for c in contexts]),
             tuple(torch.cat(ks) for ks in zip(*(c.keys for c in contexts))),
             tuple(torch.cat(vs) for vs in zip(*(c.values for c in contexts))),
+            None if any(c.lengths is None for c in contexts) else sum((c.lengths for c in contexts), ()),
         )
 
 
@@ -110,7 +138,7 @@ class SanaVideoTransformer(nn.Module):
             raise ValueError(f"text mask {tuple(mask.shape)} does not match caption {(b, tokens)}")
         bias = ((1 - mask.to(dtype)) * TEXT_MASK_BIAS).view(b, 1, 1, tokens)
         kv = [block.cross.text_kv(y) for block in self.blocks]
-        return TextContext(y, mask, bias, tuple(k for k, _ in kv), tuple(v for _, v in kv))
+        return TextContext(y, mask, bias, tuple(k for k, _ in kv), tuple(v for _, v in kv), prefix_lengths(mask))
 
     # ------------------------------------------------------------------ pieces
     def _patchify(self, latents: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
@@ -167,11 +195,12 @@ class SanaVideoTransformer(nn.Module):
         if state is not None and (state.num_layers != len(self.blocks) or state.batch != b):
             raise ValueError(f"state ({state.num_layers} layers, batch {state.batch}) does not match the model "
                              f"({len(self.blocks)} layers) and batch {b}")
+        text_len, text_bias = text.cross_attention_span()
         vk_all = k_sum_all = frame_all = None
         for i, block in enumerate(self.blocks):
             prev = state.layer(i) if state is not None else (None, None, None)
-            x, own_vk, own_k_sum, u = block(x, t_mod, text.keys[i], text.values[i], text.bias, cos, sin, grid,
-                                            *prev)
+            x, own_vk, own_k_sum, u = block(x, t_mod, text.keys[i][:, :, :text_len], text.values[i][:, :, :text_len],
+                                            text_bias, cos, sin, grid, *prev)
             if collect:
                 if vk_all is None:   # allocate once: (L, ...) stacks of this block's own terms
                     n = len(self.blocks)
