@@ -114,6 +114,57 @@ def summarize_layers(rows):
              sum(r["fp8_rel_err"] for r in v) / len(v), max(r["fp8_rel_err"] for r in v)] for k, v in kinds.items()]
 
 
+def run_variants(cfg, device, dtype, latent_shape, text_len, forward_loop, fmt, warmup, reps, errors, tiny):
+    """Block time of bf16 and the quantized model, eager and with torch.compile per block, for the default recipe
+    and for one that quantizes every block (the default keeps the first and last two in bf16)."""
+    backend = "eager" if tiny or device.type != "cuda" else "inductor"
+    rows: list[dict[str, Any]] = []
+    ref = None
+    bf16_ms: dict[str, float] = {}
+    recipes = [("default recipe", default_recipe()),
+               ("all blocks", default_recipe(name="sana-video-all-blocks", skip_first_blocks=0,
+                                             skip_last_blocks=0))]
+    for label, recipe in [("bf16", None)] + recipes:
+        model = None
+        try:
+            with tempfile.TemporaryDirectory() as cache_dir:
+                model = build_model(cfg, device, dtype)
+                layers = 0
+                if recipe is not None:
+                    model, rep = prepare_model(model, device, fmt=fmt, recipe=recipe, forward_loop=forward_loop,
+                                               cache_dir=cache_dir, expected_passes=passes_per_prompt(1))
+                    layers = len(rep.layers)
+                with torch.no_grad():
+                    latents, timestep, text, state, offset, _ = block_inputs(model, cfg, latent_shape, text_len,
+                                                                             device, dtype)
+
+                    def run_block():
+                        return model(latents, timestep, text, state=state, frame_offset=offset)
+
+                    for mode in ("eager", "compiled"):
+                        if mode == "compiled":
+                            for block in model.blocks:
+                                block.compile(backend=backend, dynamic=False)
+                        got = run_block().float()
+                        if ref is None:
+                            ref = got
+                        ms = time_fn(run_block, device, warmup, reps)["ms"]
+                        name = f"{label} {mode}" if recipe is None else f"{fmt} {label} {mode}"
+                        if recipe is None:
+                            bf16_ms[mode] = ms
+                        rows.append({"name": name, "ms": ms, "speedup": bf16_ms.get(mode, ms) / ms,
+                                     "rel_err": rel_err(got, ref), "layers": layers})
+                        print(f"  {name}: {ms:.1f} ms", flush=True)
+        except Exception as exc:  # noqa: BLE001 - report and go on
+            rows.append({"name": f"{label}: {type(exc).__name__}: {exc}"[:200]})
+            errors.append(traceback.format_exc())
+        model = None
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tiny", action="store_true", help="tiny config and latent (logic dry run)")
@@ -121,6 +172,8 @@ def main(argv=None) -> int:
     ap.add_argument("--format", default="fp8", choices=["fp8", "nvfp4", "auto"], help="format of the launch section")
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--skip-modelopt", action="store_true")
+    ap.add_argument("--no-variants", action="store_true",
+                    help="skip the variants section (torch.compile of bf16 and quantized blocks; all-blocks recipe)")
     ap.add_argument("--out", help="output folder (default $OUT)")
     args = ap.parse_args(argv)
 
@@ -213,10 +266,14 @@ def main(argv=None) -> int:
                                      cache_dir=cache_dir)
             synchronize(device)
             launch.update(cached_launch_seconds=time.perf_counter() - t0, cache_hit=again.cache_hit)
+            fresh = None
         except Exception as exc:  # noqa: BLE001
             launch["error"] = f"{type(exc).__name__}: {exc}"
             results["errors"].append(traceback.format_exc())
     results["launch"] = launch
+    if not args.no_variants:
+        results["variants"] = run_variants(cfg, device, dtype, latent_shape, text_len, forward_loop, args.format,
+                                           warmup, reps, results["errors"], args.tiny)
     results["total_seconds"] = time.perf_counter() - t_all
 
     write_json(out / "quant.json", results)
@@ -234,6 +291,10 @@ def main(argv=None) -> int:
           markdown_table(["first launch s", "cache-hit launch s", "cache GiB", "calibrator", "notes"], [
               [launch.get("first_launch_seconds"), launch.get("cached_launch_seconds"), launch.get("cache_gib"),
                launch.get("calibrator"), "; ".join(launch.get("notes", [])) or launch.get("error", "")]]), "",
+          "## Variants (same run; compiled = torch.compile of each transformer block)", "",
+          markdown_table(["variant", "median ms", "x bf16 same mode", "rel err vs bf16 eager", "quantized layers"],
+                         [[v["name"], v.get("ms"), v.get("speedup"), v.get("rel_err"), v.get("layers")]
+                          for v in results.get("variants", [])]), "",
           "## Calibration", "",
           markdown_table(["what", "value"], [[k, v] for k, v in calib.items()]), "",
           "## Emulated error per layer kind (output rel err vs fp32 GEMM on real block inputs)", "",

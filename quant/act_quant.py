@@ -46,6 +46,8 @@ def _use_compiled(x: torch.Tensor) -> bool:
 
 
 def _run(name: str, eager, x: torch.Tensor, *args):
+    if torch.compiler.is_compiling():   # inside a compiled model: inductor fuses the plain ops with their producer
+        return eager(x, *args)
     if _use_compiled(x):
         fn = _compiled.get(name)
         if fn is None:
