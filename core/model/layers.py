@@ -15,6 +15,7 @@ from torch import nn
 
 from core.config import TransformerConfig
 from core.kernels.dwconv_glu import dwconv3x3_glu
+from core.kernels.gate_fold import gated_linear_residual, linear_per_sample_bias
 from core.kernels.layernorm_modulate import add_layernorm_modulate, layernorm_modulate
 from core.kernels.linear_attention import linear_attn_apply, linear_attn_state
 from core.kernels.rms_norm import qk_rms_norm, rms_norm
@@ -41,6 +42,12 @@ class RMSNorm(nn.Module):
         x32 = x.float()
         normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
         return normed.to(x.dtype) * self.weight.to(x.dtype)
+
+
+def plain_linear(module: nn.Module) -> bool:
+    """Whether a layer may be used through its weight directly (gate folding, shifted GEMMs): a plain, unhooked
+    nn.Linear. A quantized or ModelOpt-converted layer, or one with calibration hooks, must be called as a module."""
+    return type(module) is nn.Linear and not (module._forward_hooks or module._forward_pre_hooks)
 
 
 def eager_kernels(x: torch.Tensor) -> bool:
@@ -121,6 +128,13 @@ class LinearSelfAttention(nn.Module):
                 prev_vk: torch.Tensor | None = None, prev_k_sum: torch.Tensor | None = None,
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x (B, N, D) -> (out (B, N, D), own vk (B, H, d, d) fp32, own k_sum (B, H, d) fp32)."""
+        out, own_vk, own_k_sum = self.attend(x, cos, sin, prev_vk, prev_k_sum)
+        return self.out(out), own_vk, own_k_sum
+
+    def attend(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+               prev_vk: torch.Tensor | None = None, prev_k_sum: torch.Tensor | None = None,
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """forward without the out projection: (attention output (B, N, D), own vk, own k_sum)."""
         b, n, d = x.shape
         qkv = self.qkv(x)                                                     # (B, N, 3D)
         if eager_kernels(qkv):   # both norms in one pass over the fused projection
@@ -136,7 +150,7 @@ class LinearSelfAttention(nn.Module):
             vk = own_vk + prev_vk                                             # official: vk += cum_vk
             k_sum = own_k_sum + prev_k_sum
         out = linear_attn_apply(q, vk, k_sum, cos, sin, self.attn_eps)        # (B, N, H, d) in x.dtype
-        return self.out(out.reshape(b, n, d)), own_vk, own_k_sum
+        return out.reshape(b, n, d), own_vk, own_k_sum
 
 
 class CrossAttention(nn.Module):
@@ -162,14 +176,25 @@ class CrossAttention(nn.Module):
         v = v.reshape(b, tokens, self.heads, self.head_dim).transpose(1, 2).contiguous()
         return k, v
 
-    def forward(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        """x (B, N, D); k, v (B, H, L, d); bias (B, 1, 1, L) additive, or None when every key is valid."""
+    def forward(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None,
+                offset: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, N, D); k, v (B, H, L, d); bias (B, 1, 1, L) additive, or None when every key is valid.
+
+        offset (B, D) or None: a per-sample constant still owed to x (core.kernels.gate_fold). The result is then
+        for input x + offset, and includes + offset (so that the caller's residual x + result is complete); both
+        go through biases (needs plain q / out Linears)."""
         b, n, d = x.shape
-        q = self.q(x)
+        if offset is not None:
+            q = linear_per_sample_bias(x, self.q.weight, self.q.bias + offset @ self.q.weight.t())
+        else:
+            q = self.q(x)
         q = rms_norm(q, self.norm_q.weight, self.norm_q.eps) if eager_kernels(q) else self.norm_q(q)
         q = q.view(b, n, self.heads, self.head_dim).transpose(1, 2)                       # (B, H, N, d)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)                    # (B, H, N, d)
-        return self.out(out.transpose(1, 2).reshape(b, n, d))
+        out = out.transpose(1, 2).reshape(b, n, d)
+        if offset is not None:
+            return linear_per_sample_bias(out, self.out.weight, self.out.bias + offset)
+        return self.out(out)
 
 
 class MixFFN(nn.Module):
@@ -222,15 +247,9 @@ class MixFFN(nn.Module):
         h = self.inverted(x)                                                  # (B, N, 2F) pre-activation
         u = self.point(self._glu_middle(h, frames, height, width)).view(b, frames, height * width, d)  # (B,T,HW,D)
         prev = None if prev_frame is None else prev_frame.to(u.dtype)
-        if gate.shape[1] == 1 and self._plain_temporal():
+        if gate.shape[1] == 1 and plain_linear(self.temporal):   # uses the weight directly: plain layers only
             return temporal_gated_residual(residual, u, gate, self.temporal.weight, prev), u
         return residual + gated(self._temporal_via_module(u, prev), gate, frames), u
-
-    def _plain_temporal(self) -> bool:
-        """The fused tail uses the temporal weight directly, so only for a plain, unhooked nn.Linear: a quantized or
-        ModelOpt-converted layer, or one with calibration hooks, must be called as a module."""
-        t = self.temporal
-        return type(t) is nn.Linear and not (t._forward_hooks or t._forward_pre_hooks)
 
     def _temporal_via_module(self, u: torch.Tensor, prev: torch.Tensor | None) -> torch.Tensor:
         """u + Conv_t(u) through the temporal module on the stacked [u_{t-1}, u_t, u_{t+1}]: (B, N, D)."""
@@ -269,10 +288,15 @@ class SanaVideoBlock(nn.Module):
             h = layernorm_modulate(x, shift_msa, scale_msa, self.norm_eps)
         else:
             h = modulate(layer_norm(x, self.norm_eps), shift_msa, scale_msa, frames).to(x.dtype)
-        attn_out, own_vk, own_k_sum = self.attn(h, cos, sin, prev_vk, prev_k_sum)
-        x = x + gated(attn_out, gate_msa, frames)
-
-        cross_out = self.cross(x, text_k, text_v, text_bias)
+        attn_out, own_vk, own_k_sum = self.attn.attend(h, cos, sin, prev_vk, prev_k_sum)
+        if self._fold_attention_gate(gate_msa):
+            # x + gate * (o W^T + b) = [x + gate * (o W^T)] + gate * b, the constant owed via biases (gate_fold)
+            x = gated_linear_residual(x, attn_out, self.attn.out.weight, gate_msa)
+            offset = gate_msa[:, 0] * self.attn.out.bias                                # (B, D)
+            cross_out = self.cross(x, text_k, text_v, text_bias, offset)
+        else:
+            x = x + gated(self.attn.out(attn_out), gate_msa, frames)
+            cross_out = self.cross(x, text_k, text_v, text_bias)
         if fused:   # residual + norm + modulation in one pass
             x, h = add_layernorm_modulate(x, cross_out, None, shift_mlp, scale_mlp, self.norm_eps)
         else:
@@ -280,3 +304,10 @@ class SanaVideoBlock(nn.Module):
             h = modulate(layer_norm(x, self.norm_eps), shift_mlp, scale_mlp, frames).to(x.dtype)
         x, u = self.ffn(x, h, gate_mlp, frames, height, width, prev_frame)
         return x, own_vk, own_k_sum, u
+
+    def _fold_attention_gate(self, gate: torch.Tensor) -> bool:
+        """Gate folding (core.kernels.gate_fold) in eager mode with one gate per sample and plain layers; under
+        torch.compile inductor fuses the plain residual into one pass itself and out= GEMMs would become copies."""
+        return (gate.shape[1] == 1 and not torch.compiler.is_compiling() and self.attn.out.bias is not None
+                and self.cross.q.bias is not None and self.cross.out.bias is not None
+                and all(plain_linear(m) for m in (self.attn.out, self.cross.q, self.cross.out)))
