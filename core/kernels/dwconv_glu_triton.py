@@ -30,8 +30,9 @@ from core.kernels.dwconv_glu import _check
 # Run 5 sweep (H100, one 480p block): 32 x 32, 8 warps, cap 128, hoisted: 0.59 ms, no spills (ptxas -v: 128
 # registers); 64 x 16 not hoisted: 0.71 ms; first row-sweep cut: 1.9 ms (255 registers, spills).
 # shift: "load" (each row loaded at the three column shifts, _dwconv_glu_rows_kernel) or "gather" (loaded once,
-# shifted in registers, _dwconv_glu_gather_kernel). prefetch_rows: L2 prefetch distance in rows ("load" kernel, GPU
-# only; 0 = off).
+# shifted in registers, _dwconv_glu_gather_kernel). Run 6-7 (H100): gather 0.64-0.68 ms at 64 x 16 (as fast as
+# "load" 32 x 32 on the same machine), 1.1 ms at 32 x 32; an L2 prefetch of rows ahead (inline PTX) made both ~1.05 ms
+# and was removed.
 CFG = {"block_w": 32, "block_c": 32, "num_warps": 8, "rows": None, "waves": 4, "fast_sigmoid": True, "maxnreg": 128,
        "hoist_w": True, "shift": "load"}
 
@@ -41,8 +42,7 @@ def _dwconv_glu_rows_kernel(x_ptr, w_ptr, b_ptr, out_ptr,
                             H, W, F, rows_per_prog, n_wblocks,
                             s_xt, s_xp, s_ot, s_op,
                             HAS_BIAS: tl.constexpr, SILU_INPUT: tl.constexpr, FAST_SIGMOID: tl.constexpr,
-                            HOIST_W: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr,
-                            PREFETCH_ROWS: tl.constexpr = 0):
+                            HOIST_W: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
     pid_rw = tl.program_id(0)
     pid_c = tl.program_id(1)
     frame = tl.program_id(2).to(tl.int64)
@@ -123,18 +123,8 @@ def _dwconv_glu_rows_kernel(x_ptr, w_ptr, b_ptr, out_ptr,
     ng_l = tl.load(rb + F + off_l, mask=(ok_l & ok)[:, None] & mask_c[None, :], other=0.0)
     ng_c = tl.load(rb + F + off_c, mask=(ok_c & ok)[:, None] & mask_c[None, :], other=0.0)
     ng_r = tl.load(rb + F + off_r, mask=(ok_r & ok)[:, None] & mask_c[None, :], other=0.0)
-    # L2 prefetch (GPU only, inline PTX): one prefetch per column and GLU half of the strip (its BLOCK_C channels,
-    # <= 128 bytes, one cache line), PREFETCH_ROWS rows ahead. Why: with one row of loads in flight per program the
-    # sweep is latency-bound (~1.1 TB/s even without SiLU); warming L2 ahead costs no registers.
-    pf_base = x_base + offs_w * s_xp + pid_c * BLOCK_C                     # (BLOCK_W,) pointers of row 0
     for i in range(r0 - 1, r1 + 1):                                      # input rows
         iv = offs_w * 0 + i                                              # (BLOCK_W,) row index as a vector
-        if PREFETCH_ROWS > 0:
-            pf = pf_base + tl.minimum(i + 1 + PREFETCH_ROWS, H - 1) * W * s_xp   # clamped: always a valid address
-            tl.inline_asm_elementwise("prefetch.global.L2 [$1];\n\tmov.u32 $0, 0;", "=r,l", [pf],
-                                      dtype=tl.int32, is_pure=False, pack=1)
-            tl.inline_asm_elementwise("prefetch.global.L2 [$1];\n\tmov.u32 $0, 0;", "=r,l", [pf + F],
-                                      dtype=tl.int32, is_pure=False, pack=1)
         xa_l = na_l.to(tl.float32)
         xa_c = na_c.to(tl.float32)
         xa_r = na_r.to(tl.float32)
@@ -228,7 +218,7 @@ def _dwconv_glu_gather_kernel(x_ptr, w_ptr, b_ptr, out_ptr,
                               H, W, F, rows_per_prog, n_wblocks,
                               s_xt, s_xp, s_ot, s_op,
                               HAS_BIAS: tl.constexpr, SILU_INPUT: tl.constexpr, FAST_SIGMOID: tl.constexpr,
-                              BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr, PREFETCH_ROWS: tl.constexpr = 0):
+                              BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
     """The row sweep of `_dwconv_glu_rows_kernel`, but each input row is loaded (and SiLU'd) once: its left and
     right column shifts are built in registers with `tl.gather` along the column axis, plus one halo column on
     each side of the strip. Per output element 2 SiLUs instead of 6 and one tile load instead of three."""
@@ -298,14 +288,7 @@ def _dwconv_glu_gather_kernel(x_ptr, w_ptr, b_ptr, out_ptr,
     ng_hl = tl.load(rb + F + off_hl, mask=m_ch & (ok & ok_hl)[None, :], other=0.0)
     na_hr = tl.load(rb + off_hr, mask=m_ch & (ok & ok_hr)[None, :], other=0.0)
     ng_hr = tl.load(rb + F + off_hr, mask=m_ch & (ok & ok_hr)[None, :], other=0.0)
-    pf_base = x_base + offs_w * s_xp + pid_c * BLOCK_C                     # L2 prefetch, as in the rows kernel
     for i in range(r0 - 1, r1 + 1):                                       # input rows
-        if PREFETCH_ROWS > 0:
-            pf = pf_base + tl.minimum(i + 1 + PREFETCH_ROWS, H - 1) * W * s_xp
-            tl.inline_asm_elementwise("prefetch.global.L2 [$1];\n\tmov.u32 $0, 0;", "=r,l", [pf],
-                                      dtype=tl.int32, is_pure=False, pack=1)
-            tl.inline_asm_elementwise("prefetch.global.L2 [$1];\n\tmov.u32 $0, 0;", "=r,l", [pf + F],
-                                      dtype=tl.int32, is_pure=False, pack=1)
         xa = na.to(tl.float32)
         xg = ng.to(tl.float32)
         xa_hl = na_hl.to(tl.float32)
@@ -404,8 +387,7 @@ def dwconv3x3_glu_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
         _dwconv_glu_gather_kernel.on(x.device)[grid](
             x, w, b, out, H, W, F, rows, n_wblocks, x.stride(0), C, out.stride(0), F,
             HAS_BIAS=bias is not None, SILU_INPUT=bool(silu_input), FAST_SIGMOID=fast_sigmoid,
-            BLOCK_W=block_w, BLOCK_C=block_c, PREFETCH_ROWS=int(CFG.get("prefetch_rows", 0)) if x.is_cuda else 0,
-            **launch)
+            BLOCK_W=block_w, BLOCK_C=block_c, **launch)
         return out
     _dwconv_glu_rows_kernel.on(x.device)[grid](
         x, w, b, out, H, W, F, rows, n_wblocks,
@@ -413,7 +395,7 @@ def dwconv3x3_glu_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
         HAS_BIAS=bias is not None, SILU_INPUT=bool(silu_input),
         FAST_SIGMOID=bool(CFG["fast_sigmoid"]) and x.is_cuda and x.element_size() == 2,
         HOIST_W=bool(CFG.get("hoist_w")),
-        BLOCK_W=block_w, BLOCK_C=block_c, PREFETCH_ROWS=int(CFG.get("prefetch_rows", 0)) if x.is_cuda else 0,
+        BLOCK_W=block_w, BLOCK_C=block_c,
         num_warps=CFG["num_warps"], **({"maxnreg": CFG["maxnreg"]} if CFG.get("maxnreg") else {}),
     )
     return out
