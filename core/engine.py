@@ -134,7 +134,7 @@ class Engine:
     def load(cls, model: str = "demo", *, device: str = "auto", precision: str = "auto",
              model_transform: Callable[[Any, torch.device, dict], tuple[Any, str | None]] | None = None,
              download: bool = False, progress: Callable[[Event], None] | None = None,
-             compile: bool = False, resolution: tuple[int, int] | None = None,
+             compile: bool | None = None, resolution: tuple[int, int] | None = None,
              vram_mode: str = "auto") -> Engine:
         """Load a registry model id, a local model folder, or 'demo'.
 
@@ -176,9 +176,7 @@ class Engine:
                        "latent_hw": (resolved.height // VAE_STRIDE, resolved.width // VAE_STRIDE)}
             transformer, quant_precision = model_transform(transformer, dev, context)
             used_precision = quant_precision or used_precision
-        # Off by default: the eager CUDA path already runs the fused Triton kernels (bench/dit.py: block 118.4 ms
-        # eager vs 117.0 compiled on an H100) and compiling costs seconds per block shape at every launch.
-        if compile:
+        if should_compile(compile, used_precision, dev):
             compile_blocks(transformer)
         if progress:
             progress(StageEvent("load", "VAE"))
@@ -457,6 +455,16 @@ class _Tee:
     @property
     def count(self) -> int:
         return self.sinks[0].count
+
+
+def should_compile(requested: bool | None, precision: str, device: torch.device) -> bool:
+    """torch.compile the blocks? An explicit request wins; by default (None) only for FP8 on CUDA. Why: bf16 eager
+    already runs the fused kernels and folds gates into GEMMs (bench/dit.py, H100: block 112.0 ms eager vs 115.3
+    compiled), while the FP8 layers' activation casts fuse into their producers only when compiled (bench/quant.py:
+    89.4 vs 100.4 ms). Compiling costs a few seconds per block shape at every launch."""
+    if requested is not None:
+        return bool(requested)
+    return precision == "fp8" and device.type == "cuda"
 
 
 def compile_blocks(transformer) -> None:

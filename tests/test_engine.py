@@ -399,3 +399,13 @@ def test_quant_engine_hook_keeps_the_cpu_model_and_reports_its_precision(studio_
     engine = Engine.load("demo", device="cpu", precision="auto", model_transform=hook)
     assert engine.info["precision"] == "fp32"
     assert isinstance(_run(engine, Timeline.single("a fox", 2.5))[-1], FinishedEvent)
+
+
+def test_compile_defaults_to_fp8_on_cuda_only():
+    from core.engine import should_compile
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert should_compile(None, "fp8", cuda)
+    assert not should_compile(None, "bf16", cuda)
+    assert not should_compile(None, "fp8", cpu)
+    assert should_compile(True, "bf16", cpu) and not should_compile(False, "fp8", cuda)
