@@ -372,16 +372,14 @@ def kernel_sweep(device: torch.device, dtype: torch.dtype, out_dir: Path, tiny: 
                lambda got: rel_err(got, ref_out))
     lat.APPLY_CFG = apply_default
     for silu in (True, False):
-        # (block_w, block_c, warps, maxnreg, hoist_w, shift). "load": each input row loaded at 3 column shifts (run 5
-        # best: 32 x 32, 8 warps, cap 128, 0.59 ms); "gather": loaded and SiLU'd once, shifted in registers (runs 6-7:
-        # 0.64-0.68 ms at 64 x 16, as fast as "load" on the same machine; 1.1 ms at 32 x 32)
-        settings = [(64, 16, 8, 128, True, "load"),
-                    (64, 16, 8, 128, True, "gather"),
-                    (64, 32, 8, None, True, "gather")]
+        # (block_w, block_c, warps, maxnreg, hoist_w); registers from ptxas -v (sm_90a) in the comment
+        settings = [(64, 16, 8, 128, True),     # 128 regs, no spill
+                    (32, 16, 8, 80, True),      # 80 regs: 3 programs (24 warps) per SM
+                    (32, 16, 4, 128, True)]
         if not silu:
             settings = settings[:2]
-        for cfg in [{}] + [{"block_w": bw, "block_c": bc, "num_warps": nw, "maxnreg": mr, "hoist_w": hw, "shift": sh}
-                           for bw, bc, nw, mr, hw, sh in settings]:
+        for cfg in [{}] + [{"block_w": bw, "block_c": bc, "num_warps": nw, "maxnreg": mr, "hoist_w": hw}
+                           for bw, bc, nw, mr, hw in settings]:
             dwt.CFG = {**dw_default, **cfg}
             record(f"dwconv_glu silu={silu}", dwt.CFG,
                    lambda silu=silu: dwt.dwconv3x3_glu_triton(h, conv_w, conv_b, silu),

@@ -19,6 +19,7 @@ CPU dry run:      python bench/quant.py --tiny --device cpu
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import sys
 import tempfile
@@ -137,10 +138,7 @@ def run_variants(cfg, device, dtype, latent_shape, text_len, forward_loop, fmt, 
                 with torch.no_grad():
                     latents, timestep, text, state, offset, _ = block_inputs(model, cfg, latent_shape, text_len,
                                                                              device, dtype)
-
-                    def run_block():
-                        return model(latents, timestep, text, state=state, frame_offset=offset)
-
+                    run_block = functools.partial(model, latents, timestep, text, state=state, frame_offset=offset)
                     for mode in ("eager", "compiled"):
                         if mode == "compiled":
                             for block in model.blocks:

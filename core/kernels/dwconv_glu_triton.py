@@ -29,12 +29,10 @@ from core.kernels.dwconv_glu import _check
 # instead of reloading them from L1 every row (costs 18 x channels-per-thread registers).
 # Run 5 sweep (H100, one 480p block): 32 x 32, 8 warps, cap 128, hoisted: 0.59 ms, no spills (ptxas -v: 128
 # registers); 64 x 16 not hoisted: 0.71 ms; first row-sweep cut: 1.9 ms (255 registers, spills).
-# shift: "load" (each row loaded at the three column shifts, _dwconv_glu_rows_kernel) or "gather" (loaded once,
-# shifted in registers, _dwconv_glu_gather_kernel). Run 6-7 (H100): gather 0.64-0.68 ms at 64 x 16 (as fast as
-# "load" 32 x 32 on the same machine), 1.1 ms at 32 x 32; an L2 prefetch of rows ahead (inline PTX) made both ~1.05 ms
-# and was removed.
+# Tried and removed (docs/perf-notes.md, runs 6-7): each row loaded once and shifted in registers with tl.gather
+# (0.64-0.68 ms at 64 x 16, no faster; 1.1 ms at 32 x 32) and an L2 prefetch of rows ahead (~1.05 ms).
 CFG = {"block_w": 32, "block_c": 32, "num_warps": 8, "rows": None, "waves": 4, "fast_sigmoid": True, "maxnreg": 128,
-       "hoist_w": True, "shift": "load"}
+       "hoist_w": True}
 
 
 @Kernel
@@ -213,142 +211,6 @@ def _dwconv_glu_rows_kernel(x_ptr, w_ptr, b_ptr, out_ptr,
                  out.to(out_ptr.dtype.element_ty), mask=m_o)
 
 
-@Kernel
-def _dwconv_glu_gather_kernel(x_ptr, w_ptr, b_ptr, out_ptr,
-                              H, W, F, rows_per_prog, n_wblocks,
-                              s_xt, s_xp, s_ot, s_op,
-                              HAS_BIAS: tl.constexpr, SILU_INPUT: tl.constexpr, FAST_SIGMOID: tl.constexpr,
-                              BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
-    """The row sweep of `_dwconv_glu_rows_kernel`, but each input row is loaded (and SiLU'd) once: its left and
-    right column shifts are built in registers with `tl.gather` along the column axis, plus one halo column on
-    each side of the strip. Per output element 2 SiLUs instead of 6 and one tile load instead of three."""
-    pid_rw = tl.program_id(0)
-    pid_c = tl.program_id(1)
-    frame = tl.program_id(2).to(tl.int64)
-    r0 = (pid_rw // n_wblocks) * rows_per_prog
-    r1 = tl.minimum(r0 + rows_per_prog, H)
-    w0 = (pid_rw % n_wblocks) * BLOCK_W
-    local = tl.arange(0, BLOCK_W)                                         # column within the strip
-    offs_w = w0 + local                                                   # output column
-    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)                      # output channel (GLU value half)
-    mask_c = offs_c < F
-    mask_w = offs_w < W
-    x_base = x_ptr + frame * s_xt
-    o_base = out_ptr + frame * s_ot
-
-    wa_ptr = w_ptr + offs_c
-    wg_ptr = w_ptr + F + offs_c
-    wa0 = tl.load(wa_ptr + 0 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-    wa1 = tl.load(wa_ptr + 1 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-    wa2 = tl.load(wa_ptr + 2 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-    wa3 = tl.load(wa_ptr + 3 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-    wa4 = tl.load(wa_ptr + 4 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-    wa5 = tl.load(wa_ptr + 5 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-    wa6 = tl.load(wa_ptr + 6 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-    wa7 = tl.load(wa_ptr + 7 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-    wa8 = tl.load(wa_ptr + 8 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-    wg0 = tl.load(wg_ptr + 0 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-    wg1 = tl.load(wg_ptr + 1 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-    wg2 = tl.load(wg_ptr + 2 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-    wg3 = tl.load(wg_ptr + 3 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-    wg4 = tl.load(wg_ptr + 4 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-    wg5 = tl.load(wg_ptr + 5 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-    wg6 = tl.load(wg_ptr + 6 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-    wg7 = tl.load(wg_ptr + 7 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-    wg8 = tl.load(wg_ptr + 8 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-
-    # shifts inside the strip: out column j reads strip column j-1 / j+1; the strip's edge columns read the halos
-    zero_wc = tl.zeros((BLOCK_W, BLOCK_C), dtype=tl.int32)
-    idx_l = tl.maximum(local - 1, 0)[:, None] + zero_wc                  # (BLOCK_W, BLOCK_C) gather indices
-    idx_r = tl.minimum(local + 1, BLOCK_W - 1)[:, None] + zero_wc
-    first = (local == 0)[:, None]
-    last = (local == BLOCK_W - 1)[:, None]
-    col_hl = w0 - 1                                                       # halo columns (zero padding outside)
-    col_hr = w0 + BLOCK_W
-    ok_hl = (offs_c * 0 + col_hl) >= 0                                    # (BLOCK_C,) vectors, as below
-    ok_hr = (offs_c * 0 + col_hr) < W
-    off_c = offs_w[:, None] * s_xp + offs_c[None, :]
-    off_hl = col_hl * s_xp + offs_c[None, :]                              # (1, BLOCK_C)
-    off_hr = col_hr * s_xp + offs_c[None, :]
-    m_tile = mask_w[:, None] & mask_c[None, :]
-    m_ch = mask_c[None, :]
-
-    prev_a = tl.zeros((BLOCK_W, BLOCK_C), dtype=tl.float32)
-    prev_g = tl.zeros((BLOCK_W, BLOCK_C), dtype=tl.float32)
-    cur_a = tl.zeros((BLOCK_W, BLOCK_C), dtype=tl.float32)
-    cur_g = tl.zeros((BLOCK_W, BLOCK_C), dtype=tl.float32)
-    # software prefetch of the next input row (see _dwconv_glu_rows_kernel)
-    # row validity as (BLOCK_C,) vectors: masks must be tensors (the interpreter rejects Python bools)
-    jv = offs_c * 0 + (r0 - 1)
-    ok = (jv >= 0) & (jv < H)                                             # (BLOCK_C,)
-    rb = x_base + (r0 - 1) * W * s_xp
-    na = tl.load(rb + off_c, mask=m_tile & ok[None, :], other=0.0)
-    ng = tl.load(rb + F + off_c, mask=m_tile & ok[None, :], other=0.0)
-    na_hl = tl.load(rb + off_hl, mask=m_ch & (ok & ok_hl)[None, :], other=0.0)
-    ng_hl = tl.load(rb + F + off_hl, mask=m_ch & (ok & ok_hl)[None, :], other=0.0)
-    na_hr = tl.load(rb + off_hr, mask=m_ch & (ok & ok_hr)[None, :], other=0.0)
-    ng_hr = tl.load(rb + F + off_hr, mask=m_ch & (ok & ok_hr)[None, :], other=0.0)
-    for i in range(r0 - 1, r1 + 1):                                       # input rows
-        xa = na.to(tl.float32)
-        xg = ng.to(tl.float32)
-        xa_hl = na_hl.to(tl.float32)
-        xg_hl = ng_hl.to(tl.float32)
-        xa_hr = na_hr.to(tl.float32)
-        xg_hr = ng_hr.to(tl.float32)
-        iv = offs_c * 0 + i
-        ok = (iv + 1 < H) & (iv + 1 <= r1)                                # row i+1 is needed and exists
-        rb = x_base + (i + 1) * W * s_xp
-        na = tl.load(rb + off_c, mask=m_tile & ok[None, :], other=0.0)
-        ng = tl.load(rb + F + off_c, mask=m_tile & ok[None, :], other=0.0)
-        na_hl = tl.load(rb + off_hl, mask=m_ch & (ok & ok_hl)[None, :], other=0.0)
-        ng_hl = tl.load(rb + F + off_hl, mask=m_ch & (ok & ok_hl)[None, :], other=0.0)
-        na_hr = tl.load(rb + off_hr, mask=m_ch & (ok & ok_hr)[None, :], other=0.0)
-        ng_hr = tl.load(rb + F + off_hr, mask=m_ch & (ok & ok_hr)[None, :], other=0.0)
-        if SILU_INPUT:  # zero padding stays zero: SiLU(0) = 0
-            if FAST_SIGMOID:
-                xa = xa * (0.5 + 0.5 * tl.inline_asm_elementwise(
-                    "tanh.approx.f32 $0, $1;", "=r,r", [0.5 * xa], dtype=tl.float32, is_pure=True, pack=1))
-                xg = xg * (0.5 + 0.5 * tl.inline_asm_elementwise(
-                    "tanh.approx.f32 $0, $1;", "=r,r", [0.5 * xg], dtype=tl.float32, is_pure=True, pack=1))
-                xa_hl = xa_hl * (0.5 + 0.5 * tl.inline_asm_elementwise(
-                    "tanh.approx.f32 $0, $1;", "=r,r", [0.5 * xa_hl], dtype=tl.float32, is_pure=True, pack=1))
-                xg_hl = xg_hl * (0.5 + 0.5 * tl.inline_asm_elementwise(
-                    "tanh.approx.f32 $0, $1;", "=r,r", [0.5 * xg_hl], dtype=tl.float32, is_pure=True, pack=1))
-                xa_hr = xa_hr * (0.5 + 0.5 * tl.inline_asm_elementwise(
-                    "tanh.approx.f32 $0, $1;", "=r,r", [0.5 * xa_hr], dtype=tl.float32, is_pure=True, pack=1))
-                xg_hr = xg_hr * (0.5 + 0.5 * tl.inline_asm_elementwise(
-                    "tanh.approx.f32 $0, $1;", "=r,r", [0.5 * xg_hr], dtype=tl.float32, is_pure=True, pack=1))
-            else:
-                xa = xa * tl.sigmoid(xa)
-                xg = xg * tl.sigmoid(xg)
-                xa_hl = xa_hl * tl.sigmoid(xa_hl)
-                xg_hl = xg_hl * tl.sigmoid(xg_hl)
-                xa_hr = xa_hr * tl.sigmoid(xa_hr)
-                xg_hr = xg_hr * tl.sigmoid(xg_hr)
-        xa_l = tl.where(first, xa_hl, tl.gather(xa, idx_l, 0))            # input columns j-1, (BLOCK_W, BLOCK_C)
-        xa_r = tl.where(last, xa_hr, tl.gather(xa, idx_r, 0))             # input columns j+1
-        # input row i is kernel row dh=2 of output row i-1, dh=1 of output row i, dh=0 of output row i+1
-        done_a = prev_a + xa_l * wa6 + xa * wa7 + xa_r * wa8
-        prev_a = cur_a + xa_l * wa3 + xa * wa4 + xa_r * wa5
-        cur_a = xa_l * wa0 + xa * wa1 + xa_r * wa2
-        xg_l = tl.where(first, xg_hl, tl.gather(xg, idx_l, 0))
-        xg_r = tl.where(last, xg_hr, tl.gather(xg, idx_r, 0))
-        done_g = prev_g + xg_l * wg6 + xg * wg7 + xg_r * wg8
-        prev_g = cur_g + xg_l * wg3 + xg * wg4 + xg_r * wg5
-        cur_g = xg_l * wg0 + xg * wg1 + xg_r * wg2
-        if HAS_BIAS:
-            done_a += tl.load(b_ptr + offs_c, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-            done_g += tl.load(b_ptr + F + offs_c, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-        if FAST_SIGMOID:
-            out = done_a * (done_g * (0.5 + 0.5 * tl.inline_asm_elementwise(
-                "tanh.approx.f32 $0, $1;", "=r,r", [0.5 * done_g], dtype=tl.float32, is_pure=True, pack=1)))
-        else:
-            out = done_a * (done_g * tl.sigmoid(done_g))
-        m_o = m_tile & (iv - 1 >= r0)[None, :]
-        tl.store(o_base + ((i - 1) * W + offs_w).to(tl.int64)[:, None] * s_op + offs_c[None, :],
-                 out.to(out_ptr.dtype.element_ty), mask=m_o)
-
-
 def launch_shape(BT: int, H: int, W: int, F: int, device: torch.device) -> tuple[int, int, int, int]:
     """(BLOCK_W, BLOCK_C, rows per program, column blocks) for a (BT, H, W, 2F) input under CFG."""
     block_w = max(16, min(triton.next_power_of_2(max(W, 1)), CFG["block_w"]))
@@ -381,14 +243,6 @@ def dwconv3x3_glu_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
         return out
     block_w, block_c, rows, n_wblocks = launch_shape(BT, H, W, F, x.device)
     grid = (triton.cdiv(H, rows) * n_wblocks, triton.cdiv(F, block_c), BT)
-    fast_sigmoid = bool(CFG["fast_sigmoid"]) and x.is_cuda and x.element_size() == 2
-    launch = {"num_warps": CFG["num_warps"], **({"maxnreg": CFG["maxnreg"]} if CFG.get("maxnreg") else {})}
-    if CFG.get("shift") == "gather":
-        _dwconv_glu_gather_kernel.on(x.device)[grid](
-            x, w, b, out, H, W, F, rows, n_wblocks, x.stride(0), C, out.stride(0), F,
-            HAS_BIAS=bias is not None, SILU_INPUT=bool(silu_input), FAST_SIGMOID=fast_sigmoid,
-            BLOCK_W=block_w, BLOCK_C=block_c, **launch)
-        return out
     _dwconv_glu_rows_kernel.on(x.device)[grid](
         x, w, b, out, H, W, F, rows, n_wblocks,
         x.stride(0), C, out.stride(0), F,
