@@ -76,13 +76,20 @@ def scaled_mm_fp8_linear(x: torch.Tensor, weight: torch.Tensor, weight_scale: to
     """FP8 E4M3 x FP8 E4M3 per-tensor GEMM: x (M, K) float, weight (N, K) e4m3 -> (M, N) in x.dtype."""
     xs = fp8_scale(x.detach().abs().amax().float()) if input_scale is None else input_scale.float()
     xq = fp8_cast(x, xs)                                                          # (M, K) e4m3
-    out_dtype = _out_dtype(x)
+    return scaled_mm_fp8_prequantized(xq, weight, weight_scale, xs, bias, _out_dtype(x), fast_accum)
+
+
+def scaled_mm_fp8_prequantized(xq: torch.Tensor, weight: torch.Tensor, weight_scale: torch.Tensor,
+                               input_scale: torch.Tensor, bias: torch.Tensor | None,
+                               out_dtype: torch.dtype = torch.bfloat16, fast_accum: bool = True) -> torch.Tensor:
+    """The same GEMM for an activation already in E4M3 (xq = x / input_scale, written by its producer kernel)."""
+    xs = input_scale.float()
     # cuBLASLt adds a bias of the output dtype in its epilogue (not with fp32 output): saves a pass over (M, N)
     fused_bias = bias is not None and out_dtype in (torch.bfloat16, torch.float16)
     y = torch._scaled_mm(xq, weight.t(), scale_a=xs.reshape(()).float(), scale_b=weight_scale.reshape(()).float(),
                          bias=bias.to(out_dtype) if fused_bias else None, out_dtype=out_dtype,
                          use_fast_accum=fast_accum)                                # (M, N)
-    return _finish(y, None if fused_bias else bias, x.dtype)
+    return _finish(y, None if fused_bias else bias, out_dtype)
 
 
 def _pad_rows(t: torch.Tensor, multiple: int) -> torch.Tensor:
@@ -113,5 +120,5 @@ def scaled_mm_nvfp4_linear(x: torch.Tensor, weight_data: torch.Tensor, weight_sc
 
 __all__ = [
     "activation_global_scale", "emulated_nvfp4_linear", "emulated_fp8_linear", "dequant_nvfp4_linear",
-    "dequant_fp8_linear", "scaled_mm_fp8_linear", "scaled_mm_nvfp4_linear",
+    "dequant_fp8_linear", "scaled_mm_fp8_linear", "scaled_mm_fp8_prequantized", "scaled_mm_nvfp4_linear",
 ]

@@ -67,10 +67,25 @@ class QuantLinear(nn.Module):
             return nvfp4_dequantize(self.nvfp4_weight(), dtype)
         return (self.weight.float() * self.weight_scale.float()).to(dtype)
 
+    @property
+    def fp8_input_scale(self) -> torch.Tensor | None:
+        """The static scale of pre-quantized FP8 E4M3 input this layer takes (core/kernels/fp8_out.py), so that the
+        kernel producing its input can write FP8 directly: calibrated FP8 layers on the `_scaled_mm` backend only."""
+        if self.fmt == "fp8" and self.backend == "scaled_mm" and self.input_scale is not None:
+            return self.input_scale
+        return None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)                                     # (M, K)
-        y = self._forward_2d(x2, self.backend)
+        if x2.dtype == torch.float8_e4m3fn:
+            if self.fp8_input_scale is None:
+                raise ValueError(f"{self.fmt}/{self.backend} layer without a static FP8 input scale got FP8 input")
+            out_dtype = self.bias.dtype if self.bias is not None and self.bias.dtype == torch.float16 else torch.bfloat16
+            y = matmul.scaled_mm_fp8_prequantized(x2, self.weight, self.weight_scale, self.input_scale, self.bias,
+                                                  out_dtype)
+        else:
+            y = self._forward_2d(x2, self.backend)
         return y.reshape(*lead, self.out_features)
 
     def forward_emulated(self, x: torch.Tensor) -> torch.Tensor:

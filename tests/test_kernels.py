@@ -72,8 +72,8 @@ def interpret_mode(monkeypatch, request):
 
 @pytest.fixture(scope="module", autouse=True)
 def interpreter_rounds_like_the_gpu():
-    """Triton's interpreter truncates fp32 -> bf16 casts; the GPU rounds to nearest even. Without this the CPU runs
-    would show twice the real rounding error on bf16 outputs."""
+    """Triton's interpreter truncates fp32 -> bf16 / fp8 casts; the GPU rounds to nearest even. Without this the CPU
+    runs would show twice the real rounding error on 16- and 8-bit outputs."""
     from triton.runtime import interpreter
 
     original = getattr(interpreter, "_convert_float", None)
@@ -85,6 +85,9 @@ def interpreter_rounds_like_the_gpu():
         if input_dtype == tl.float32 and output_dtype == tl.bfloat16:
             bits = np.asarray(data, dtype=np.float32).view(np.uint32).astype(np.uint64)
             return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+        if input_dtype == tl.float32 and output_dtype == tl.float8e4nv:   # the GPU's cvt.rn.satfinite
+            values = torch.from_numpy(np.asarray(data, dtype=np.float32).copy()).clamp(-448, 448)
+            return values.to(torch.float8_e4m3fn).view(torch.uint8).numpy()
         return original(data, input_dtype, output_dtype, rounding_mode)
 
     interpreter._convert_float = convert
@@ -283,8 +286,12 @@ def test_qk_rms_norm(device, dtype, gen):
 @pytest.mark.parametrize("silu_input", [False, True])
 @pytest.mark.parametrize("with_bias", [True, False])
 @pytest.mark.parametrize("size", [(3, 5, 7, 20), (1, 3, 70, 6)])
-def test_dwconv3x3_glu(device, dtype, silu_input, with_bias, size, gen):
+@pytest.mark.parametrize("center_ahead", [False, True])
+def test_dwconv3x3_glu(device, dtype, silu_input, with_bias, size, center_ahead, gen, monkeypatch):
     # F not a multiple of the channel block, W not a multiple of the column block; W = 70 spans two column blocks
+    from core.kernels import dwconv_glu_triton
+
+    monkeypatch.setitem(dwconv_glu_triton.CFG, "center_ahead", center_ahead)
     BT, H, W, F = size
     x = randn(gen, BT, H, W, 2 * F, dtype=dtype, device=device)
     w = randn(gen, 2 * F, 1, 3, 3, dtype=dtype, device=device, scale=0.5)
@@ -364,10 +371,16 @@ def test_custom_ops_have_consistent_fake_implementations(gen):
     assert (fout.shape, fout.dtype) == (out.shape, out.dtype)
     xc = randn(gen, 2, 3, 4, 16, dtype=torch.bfloat16)
     wc = randn(gen, 16, 1, 3, 3, dtype=torch.bfloat16)
-    real = dw._op(xc, wc, None, True)
+    scale = torch.tensor(0.01)
+    for out_scale in (None, scale):
+        real = dw._op(xc, wc, None, True, out_scale)
+        with FakeTensorMode(allow_non_fake_inputs=True):
+            fake = dw._op(xc, wc, None, True, out_scale)
+        assert (fake.shape, fake.dtype) == (real.shape, real.dtype)
+    real = la._apply_op(q, vk, ks, cos, sin, 1e-8, scale)
     with FakeTensorMode(allow_non_fake_inputs=True):
-        fake = dw._op(xc, wc, None, True)
-    assert (fake.shape, fake.dtype) == (real.shape, real.dtype)
+        fake = la._apply_op(q, vk, ks, cos, sin, 1e-8, scale)
+    assert (fake.shape, fake.dtype) == (real.shape, real.dtype) and real.dtype == torch.float8_e4m3fn
     x = randn(gen, 2, 6, 16, dtype=torch.bfloat16)
     shift = randn(gen, 2, 3, 16, dtype=torch.bfloat16)
     real = lnm._add_op(x, x, None, shift, shift, 1e-6)
@@ -450,3 +463,31 @@ def test_gpu_dispatch_real_sizes():
     got = dw.dwconv3x3_glu(x, w, b, silu_input=True)
     assert_close_to_ref("dwconv", got, dw.dwconv3x3_glu_reference(x, w, b, True),
                         dw.dwconv3x3_glu_reference(x.double(), w.double(), b.double(), True), g)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_kernels_write_fp8_for_an_fp8_consumer(device, gen):
+    """With out_scale, dwconv+GLU and linear-attention apply write E4M3 (value / scale, saturated); dequantized, they
+    are at most ~2x as far from the fp64 result as the reference's own FP8 output (and the same FP8 grid)."""
+    dtype = torch.bfloat16
+    x = randn(gen, 2, 5, 7, 40, dtype=dtype, device=device)
+    w = randn(gen, 40, 1, 3, 3, dtype=dtype, device=device, scale=0.5)
+    b = randn(gen, 40, dtype=dtype, device=device)
+    ref64 = dw.dwconv3x3_glu_reference(x.double(), w.double(), b.double(), True)
+    scale = (ref64.abs().amax() / 300).float().to(device)           # some values saturate at 448
+    got = dwconv3x3_glu_triton(x, w, b, True, out_scale=scale)
+    ref = dw.dwconv3x3_glu_reference(x, w, b, True, out_scale=scale)
+    assert got.dtype == torch.float8_e4m3fn and got.shape == ref.shape
+    expected = (ref64 / scale.double().cpu()).clamp(-448, 448)
+    assert_close_to_ref("dwconv fp8", got.float(), ref.float(), expected, gen)
+
+    B, N, H, d = 1, 40, 2, 16
+    q, k, v = qkv_views(gen, B, N, H, d, dtype, device)
+    cos, sin = rope_tables(gen, N, d, device)
+    vk, ks = la.linear_attn_state_reference(k, v, cos, sin)
+    out64 = la.linear_attn_apply_reference(q.double(), vk.double(), ks.double(), cos.double(), sin.double(), 1e-6)
+    scale = (out64.abs().amax() / 448).float().to(device)
+    got = linear_attn_apply_triton(q, vk, ks, cos, sin, 1e-6, out_scale=scale)
+    ref = la.linear_attn_apply_reference(q, vk, ks, cos, sin, 1e-6, out_scale=scale)
+    assert got.dtype == torch.float8_e4m3fn
+    assert_close_to_ref("apply fp8", got.float(), ref.float(), out64 / scale.double().cpu(), gen)

@@ -250,3 +250,59 @@ def test_activation_quantizers_fall_back_to_eager_when_compile_fails(monkeypatch
     data, block_scale = act_quant.nvfp4_quantize_activation(x, torch.tensor(0.05))
     q = nvfp4_quantize(x, torch.tensor(0.05))
     assert torch.equal(data, q.data) and torch.equal(block_scale.view(torch.uint8), q.block_scale.view(torch.uint8))
+
+
+def test_fp8_layers_advertise_their_static_input_scale():
+    """core's kernels write FP8 straight for a layer with `fp8_input_scale` (core/kernels/fp8_out.py): only calibrated
+    FP8 layers on the _scaled_mm backend have one."""
+    _, q = _layer("fp8", "scaled_mm", dtype=torch.bfloat16)
+    assert q.fp8_input_scale is not None and float(q.fp8_input_scale) == float(q.input_scale)
+    assert _layer("fp8", "emulated")[1].fp8_input_scale is None
+    assert _layer("fp8", "scaled_mm", static=False)[1].fp8_input_scale is None
+    assert _layer("nvfp4", "scaled_mm")[1].fp8_input_scale is None
+    with pytest.raises(ValueError, match="FP8 input"):
+        _layer("fp8", "emulated")[1](torch.zeros(2, 64).to(torch.float8_e4m3fn))
+
+
+def test_prequantized_fp8_input_equals_the_layer_own_cast():
+    from core.kernels.fp8_out import cast_e4m3
+
+    _, q = _layer("fp8", "scaled_mm", dtype=torch.bfloat16)
+    x = torch.randn(33, 64, dtype=torch.bfloat16)
+    try:
+        own = q(x)
+    except (RuntimeError, NotImplementedError) as exc:
+        pytest.skip(f"this torch build has no CPU FP8 _scaled_mm: {exc}")
+    pre = q(cast_e4m3(x, q.fp8_input_scale))
+    assert pre.dtype == torch.bfloat16 and torch.equal(pre, own)
+
+
+@pytest.mark.gpu
+def test_fp8_producer_kernels_match_the_cast_path(monkeypatch, tmp_path):
+    """A prepared model whose apply / dwconv kernels write FP8 for their quantized consumers gives the result of the
+    separate-cast path (same FP8 grid; rounding differs only where the fused kernel skips the bf16 step)."""
+    if _cap() < (8, 9):
+        pytest.skip("FP8 _scaled_mm needs sm_89+")
+    from core.config import tiny_config
+    from core.model import SanaVideoTransformer, layers
+    from quant.prepare import prepare_model
+    from quant.recipe import default_recipe
+    cfg = tiny_config(num_layers=2)
+    torch.manual_seed(0)
+    model = SanaVideoTransformer(cfg).to("cuda", torch.bfloat16)
+    for p in model.parameters():
+        nn.init.normal_(p, std=0.05)
+    caption = torch.randn(1, 4, cfg.caption_channels, device="cuda")
+    x, t = torch.randn(1, cfg.in_channels, 2, 4, 4, device="cuda", dtype=torch.bfloat16), torch.tensor([700.0]).cuda()
+    with torch.no_grad():
+        text = model.encode_text(caption)
+    model, report = prepare_model(model, "cuda", fmt="fp8", recipe=default_recipe(skip_first_blocks=0,
+                                  skip_last_blocks=0), forward_loop=lambda m: m(x, t, text), cache_dir=tmp_path,
+                                  calibrator="hooks")
+    assert report.plan.backend == "scaled_mm"
+    assert model.blocks[0].ffn.point.fp8_input_scale is not None
+    with torch.no_grad():
+        fused = model(x, t, text).float()
+        monkeypatch.setattr(layers, "fp8_input_scale", lambda layer: None)
+        cast = model(x, t, text).float()
+    assert _rel(fused, cast) < 0.02

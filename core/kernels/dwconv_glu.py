@@ -7,7 +7,8 @@ nn.Conv2d (also accepted: (2F, 3, 3)); bias (2F,) or None. Zero padding 1 on the
     y = depthwise_conv3x3(x) + bias          (B*T, H, W, 2F)
     out = y[..., :F] * SiLU(y[..., F:])      (B*T, H, W, F)
 
-Computed in fp32 (fp64 for fp64 inputs), one rounding to x.dtype.
+Computed in fp32 (fp64 for fp64 inputs), one rounding to x.dtype; or, with `out_scale`, to FP8 E4M3 for an FP8
+consumer (core/kernels/fp8_out.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 import torch.nn.functional as F_nn
 
 from core.kernels._triton import load_impl, wants_triton
+from core.kernels.fp8_out import cast_e4m3
 
 
 def _acc(x: torch.Tensor) -> torch.Tensor:
@@ -34,7 +36,7 @@ def _check(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> 
 
 
 def dwconv3x3_glu_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                            silu_input: bool = False) -> torch.Tensor:
+                            silu_input: bool = False, out_scale: torch.Tensor | None = None) -> torch.Tensor:
     C = _check(x, weight, bias)
     xf = _acc(x)
     if silu_input:
@@ -47,34 +49,39 @@ def dwconv3x3_glu_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.T
         dh, dw = divmod(tap, 3)
         y = y + xp[:, dh:dh + H, dw:dw + W, :] * w[:, tap]                  # (BT, H, W, 2F)
     a, g = y.chunk(2, dim=-1)
-    return (a * F_nn.silu(g)).to(x.dtype)                                    # (BT, H, W, F)
+    out = a * F_nn.silu(g)                                                   # (BT, H, W, F)
+    return out.to(x.dtype) if out_scale is None else cast_e4m3(out, out_scale)
 
 
 _IMPL = "core.kernels.dwconv_glu_triton"
 
 
-def _impl(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, silu_input: bool) -> torch.Tensor:
+def _impl(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, silu_input: bool,
+          out_scale: torch.Tensor | None = None) -> torch.Tensor:
     impl = load_impl(_IMPL) if x.is_cuda else None
     if impl is None:
-        return dwconv3x3_glu_reference(x, weight, bias, silu_input)
-    return impl.dwconv3x3_glu_triton(x, weight, bias, silu_input)
+        return dwconv3x3_glu_reference(x, weight, bias, silu_input, out_scale)
+    return impl.dwconv3x3_glu_triton(x, weight, bias, silu_input, out_scale=out_scale)
 
 
 @torch.library.custom_op("sana_video::dwconv3x3_glu", mutates_args=())
-def _op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, silu_input: bool) -> torch.Tensor:
-    return _impl(x, weight, bias, silu_input)
+def _op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, silu_input: bool,
+        out_scale: torch.Tensor | None = None) -> torch.Tensor:
+    return _impl(x, weight, bias, silu_input, out_scale)
 
 
 @_op.register_fake
-def _op_fake(x, weight, bias, silu_input):
-    return x.new_empty((*x.shape[:-1], x.shape[-1] // 2))
+def _op_fake(x, weight, bias, silu_input, out_scale=None):
+    dtype = x.dtype if out_scale is None else torch.float8_e4m3fn
+    return x.new_empty((*x.shape[:-1], x.shape[-1] // 2), dtype=dtype)
 
 
 def dwconv3x3_glu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                  silu_input: bool = False) -> torch.Tensor:
-    """Dispatch: Triton on CUDA, the reference elsewhere. Returns a contiguous (B*T, H, W, F) tensor in x.dtype."""
+                  silu_input: bool = False, out_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """Dispatch: Triton on CUDA, the reference elsewhere. Returns a contiguous (B*T, H, W, F) tensor in x.dtype
+    (FP8 E4M3 with `out_scale`)."""
     if not wants_triton(x, weight, *([] if bias is None else [bias])):
-        return dwconv3x3_glu_reference(x, weight, bias, silu_input)
+        return dwconv3x3_glu_reference(x, weight, bias, silu_input, out_scale)
     if torch.compiler.is_compiling():
-        return _op(x, weight, bias, bool(silu_input))
-    return _impl(x, weight, bias, silu_input)
+        return _op(x, weight, bias, bool(silu_input), out_scale)
+    return _impl(x, weight, bias, silu_input, out_scale)

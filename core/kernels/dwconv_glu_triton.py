@@ -31,16 +31,18 @@ from core.kernels.dwconv_glu import _check
 # registers); 64 x 16 not hoisted: 0.71 ms; first row-sweep cut: 1.9 ms (255 registers, spills).
 # Tried and removed (docs/perf-notes.md, runs 6-7): each row loaded once and shifted in registers with tl.gather
 # (0.64-0.68 ms at 64 x 16, no faster; 1.1 ms at 32 x 32) and an L2 prefetch of rows ahead (~1.05 ms).
+# center_ahead: load each row's centre tiles two rows ahead (see the kernel).
 CFG = {"block_w": 32, "block_c": 32, "num_warps": 8, "rows": None, "waves": 4, "fast_sigmoid": True, "maxnreg": 128,
-       "hoist_w": True}
+       "hoist_w": True, "center_ahead": False}
 
 
 @Kernel
-def _dwconv_glu_rows_kernel(x_ptr, w_ptr, b_ptr, out_ptr,
+def _dwconv_glu_rows_kernel(x_ptr, w_ptr, b_ptr, out_ptr, scale_ptr,
                             H, W, F, rows_per_prog, n_wblocks,
                             s_xt, s_xp, s_ot, s_op,
                             HAS_BIAS: tl.constexpr, SILU_INPUT: tl.constexpr, FAST_SIGMOID: tl.constexpr,
-                            HOIST_W: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
+                            HOIST_W: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr,
+                            CENTER_AHEAD: tl.constexpr = False, FP8_OUT: tl.constexpr = False):
     pid_rw = tl.program_id(0)
     pid_c = tl.program_id(1)
     frame = tl.program_id(2).to(tl.int64)
@@ -121,6 +123,11 @@ def _dwconv_glu_rows_kernel(x_ptr, w_ptr, b_ptr, out_ptr,
     ng_l = tl.load(rb + F + off_l, mask=(ok_l & ok)[:, None] & mask_c[None, :], other=0.0)
     ng_c = tl.load(rb + F + off_c, mask=(ok_c & ok)[:, None] & mask_c[None, :], other=0.0)
     ng_r = tl.load(rb + F + off_r, mask=(ok_r & ok)[:, None] & mask_c[None, :], other=0.0)
+    # CENTER_AHEAD: the centre tiles (the row's unique DRAM bytes) are loaded two rows ahead, the shifted ones one row
+    # ahead (they then mostly hit L1): twice the DRAM bytes in flight for two more bf16 tiles of registers
+    ok = ((jv + 1) >= 0) & ((jv + 1) < H) & ((jv + 1) <= r1) & CENTER_AHEAD
+    pa_c = tl.load(rb + W * s_xp + off_c, mask=(ok_c & ok)[:, None] & mask_c[None, :], other=0.0)
+    pg_c = tl.load(rb + W * s_xp + F + off_c, mask=(ok_c & ok)[:, None] & mask_c[None, :], other=0.0)
     for i in range(r0 - 1, r1 + 1):                                      # input rows
         iv = offs_w * 0 + i                                              # (BLOCK_W,) row index as a vector
         xa_l = na_l.to(tl.float32)
@@ -132,11 +139,18 @@ def _dwconv_glu_rows_kernel(x_ptr, w_ptr, b_ptr, out_ptr,
         ok = (iv + 1 < H) & (iv + 1 <= r1)                               # row i+1 is needed and exists
         rb = x_base + (i + 1) * W * s_xp
         na_l = tl.load(rb + off_l, mask=(ok_l & ok)[:, None] & mask_c[None, :], other=0.0)
-        na_c = tl.load(rb + off_c, mask=(ok_c & ok)[:, None] & mask_c[None, :], other=0.0)
         na_r = tl.load(rb + off_r, mask=(ok_r & ok)[:, None] & mask_c[None, :], other=0.0)
         ng_l = tl.load(rb + F + off_l, mask=(ok_l & ok)[:, None] & mask_c[None, :], other=0.0)
-        ng_c = tl.load(rb + F + off_c, mask=(ok_c & ok)[:, None] & mask_c[None, :], other=0.0)
         ng_r = tl.load(rb + F + off_r, mask=(ok_r & ok)[:, None] & mask_c[None, :], other=0.0)
+        if CENTER_AHEAD:
+            na_c = pa_c
+            ng_c = pg_c
+            ok2 = (iv + 2 < H) & (iv + 2 <= r1)                          # row i+2 is needed and exists
+            pa_c = tl.load(rb + W * s_xp + off_c, mask=(ok_c & ok2)[:, None] & mask_c[None, :], other=0.0)
+            pg_c = tl.load(rb + W * s_xp + F + off_c, mask=(ok_c & ok2)[:, None] & mask_c[None, :], other=0.0)
+        else:
+            na_c = tl.load(rb + off_c, mask=(ok_c & ok)[:, None] & mask_c[None, :], other=0.0)
+            ng_c = tl.load(rb + F + off_c, mask=(ok_c & ok)[:, None] & mask_c[None, :], other=0.0)
         if SILU_INPUT:  # zero padding stays zero: SiLU(0) = 0
             if FAST_SIGMOID:
                 xa_l = xa_l * (0.5 + 0.5 * tl.inline_asm_elementwise(
@@ -206,6 +220,8 @@ def _dwconv_glu_rows_kernel(x_ptr, w_ptr, b_ptr, out_ptr,
             done_a += tl.load(b_ptr + offs_c, mask=mask_c, other=0.0).to(tl.float32)[None, :]
             done_g += tl.load(b_ptr + F + offs_c, mask=mask_c, other=0.0).to(tl.float32)[None, :]
         out = done_a * (done_g * tl.sigmoid(done_g))
+        if FP8_OUT:   # E4M3 for an FP8 consumer (core/kernels/fp8_out.py): value / scale, saturated, RNE
+            out = tl.clamp(tl.div_rn(out, tl.broadcast_to(tl.load(scale_ptr), out.shape)), -448.0, 448.0)
         m_o = (mask_w & (iv - 1 >= r0))[:, None] & mask_c[None, :]
         tl.store(o_base + ((iv - 1) * W + offs_w).to(tl.int64)[:, None] * s_op + offs_c[None, :],
                  out.to(out_ptr.dtype.element_ty), mask=m_o)
@@ -226,7 +242,8 @@ def launch_shape(BT: int, H: int, W: int, F: int, device: torch.device) -> tuple
 
 
 def dwconv3x3_glu_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                         silu_input: bool = False, out: torch.Tensor | None = None) -> torch.Tensor:
+                         silu_input: bool = False, out: torch.Tensor | None = None,
+                         out_scale: torch.Tensor | None = None) -> torch.Tensor:
     C = _check(x, weight, bias)
     BT, H, W, _ = x.shape
     F = C // 2
@@ -235,21 +252,23 @@ def dwconv3x3_glu_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
         x = x.contiguous()
     w = weight.reshape(C, 9).t().contiguous()     # (9, 2F): each tap's weights load as one contiguous vector
     b = bias.contiguous() if bias is not None else w
+    out_dtype = x.dtype if out_scale is None else torch.float8_e4m3fn
     if out is None:
-        out = empty((BT, H, W, F), x.dtype, x.device)
-    elif tuple(out.shape) != (BT, H, W, F) or out.dtype != x.dtype or not out.is_contiguous():
-        raise ValueError("out must be a contiguous (B*T, H, W, F) tensor in x.dtype")
+        out = empty((BT, H, W, F), out_dtype, x.device)
+    elif tuple(out.shape) != (BT, H, W, F) or out.dtype != out_dtype or not out.is_contiguous():
+        raise ValueError("out must be a contiguous (B*T, H, W, F) tensor in x.dtype (FP8 with out_scale)")
+    scale = w if out_scale is None else out_scale.to(device=x.device, dtype=torch.float32).reshape(1)
     if BT * H * W * F == 0:
         return out
     block_w, block_c, rows, n_wblocks = launch_shape(BT, H, W, F, x.device)
     grid = (triton.cdiv(H, rows) * n_wblocks, triton.cdiv(F, block_c), BT)
     _dwconv_glu_rows_kernel.on(x.device)[grid](
-        x, w, b, out, H, W, F, rows, n_wblocks,
+        x, w, b, out, scale, H, W, F, rows, n_wblocks,
         x.stride(0), C, out.stride(0), F,
         HAS_BIAS=bias is not None, SILU_INPUT=bool(silu_input),
         FAST_SIGMOID=bool(CFG["fast_sigmoid"]) and x.is_cuda and x.element_size() == 2,
         HOIST_W=bool(CFG.get("hoist_w")),
-        BLOCK_W=block_w, BLOCK_C=block_c,
+        BLOCK_W=block_w, BLOCK_C=block_c, CENTER_AHEAD=bool(CFG.get("center_ahead")), FP8_OUT=out_scale is not None,
         num_warps=CFG["num_warps"], **({"maxnreg": CFG["maxnreg"]} if CFG.get("maxnreg") else {}),
     )
     return out

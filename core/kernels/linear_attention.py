@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from core.kernels._triton import load_impl, wants_triton
+from core.kernels.fp8_out import cast_e4m3
 
 
 def _acc(x: torch.Tensor) -> torch.Tensor:
@@ -43,13 +44,15 @@ def linear_attn_state_reference(k: torch.Tensor, v: torch.Tensor, cos: torch.Ten
 
 
 def linear_attn_apply_reference(q: torch.Tensor, vk: torch.Tensor, k_sum: torch.Tensor, cos: torch.Tensor,
-                                sin: torch.Tensor, eps: float) -> torch.Tensor:
-    """out (B, N, H, d) in q.dtype from the total state (this chunk + previous blocks)."""
+                                sin: torch.Tensor, eps: float, out_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """out (B, N, H, d) in q.dtype from the total state (this chunk + previous blocks); with `out_scale`, FP8 E4M3
+    (core.kernels.fp8_out)."""
     q_relu = torch.relu(_acc(q))
     q_rot = rope_pairs(q_relu, cos, sin)                        # (B, N, H, d)
     num = torch.einsum("bhij,bnhj->bnhi", vk.to(q_rot.dtype), q_rot)            # (B, N, H, d)
     den = torch.einsum("bhj,bnhj->bnh", k_sum.to(q_relu.dtype), q_relu)          # (B, N, H)
-    return (num / (den[..., None] + eps)).to(q.dtype)
+    out = num / (den[..., None] + eps)
+    return out.to(q.dtype) if out_scale is None else cast_e4m3(out, out_scale)
 
 
 # ---- dispatch: Triton on CUDA (through a custom op so torch.compile sees one opaque node), reference elsewhere ----
@@ -66,11 +69,11 @@ def _state_impl(k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.
 
 
 def _apply_impl(q: torch.Tensor, vk: torch.Tensor, k_sum: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                eps: float) -> torch.Tensor:
+                eps: float, out_scale: torch.Tensor | None = None) -> torch.Tensor:
     impl = load_impl(_IMPL) if q.is_cuda else None
     if impl is None:
-        return linear_attn_apply_reference(q, vk, k_sum, cos, sin, eps)
-    return impl.linear_attn_apply_triton(q, vk, k_sum, cos, sin, eps)
+        return linear_attn_apply_reference(q, vk, k_sum, cos, sin, eps, out_scale)
+    return impl.linear_attn_apply_triton(q, vk, k_sum, cos, sin, eps, out_scale=out_scale)
 
 
 @torch.library.custom_op("sana_video::linear_attn_state", mutates_args=())
@@ -88,13 +91,13 @@ def _state_fake(k, v, cos, sin):
 
 @torch.library.custom_op("sana_video::linear_attn_apply", mutates_args=())
 def _apply_op(q: torch.Tensor, vk: torch.Tensor, k_sum: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-              eps: float) -> torch.Tensor:
-    return _apply_impl(q, vk, k_sum, cos, sin, eps)
+              eps: float, out_scale: torch.Tensor | None = None) -> torch.Tensor:
+    return _apply_impl(q, vk, k_sum, cos, sin, eps, out_scale)
 
 
 @_apply_op.register_fake
-def _apply_fake(q, vk, k_sum, cos, sin, eps):
-    return q.new_empty(q.shape)
+def _apply_fake(q, vk, k_sum, cos, sin, eps, out_scale=None):
+    return q.new_empty(q.shape, dtype=q.dtype if out_scale is None else torch.float8_e4m3fn)
 
 
 def linear_attn_state(k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
@@ -108,10 +111,10 @@ def linear_attn_state(k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: 
 
 
 def linear_attn_apply(q: torch.Tensor, vk: torch.Tensor, k_sum: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                      eps: float) -> torch.Tensor:
-    """Dispatch: Triton kernel on CUDA when available, else the reference."""
+                      eps: float, out_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """Dispatch: Triton kernel on CUDA when available, else the reference. out_scale: FP8 E4M3 output."""
     if not wants_triton(q, vk, k_sum, cos, sin):
-        return linear_attn_apply_reference(q, vk, k_sum, cos, sin, eps)
+        return linear_attn_apply_reference(q, vk, k_sum, cos, sin, eps, out_scale)
     if torch.compiler.is_compiling():
-        return _apply_op(q, vk, k_sum, cos, sin, float(eps))
-    return _apply_impl(q, vk, k_sum, cos, sin, eps)
+        return _apply_op(q, vk, k_sum, cos, sin, float(eps), out_scale)
+    return _apply_impl(q, vk, k_sum, cos, sin, eps, out_scale)

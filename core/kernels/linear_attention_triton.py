@@ -106,11 +106,11 @@ def _state_kernel(k_ptr, v_ptr, cos_ptr, sin_ptr, vk_ptr, ks_ptr,
 
 
 @Kernel
-def _apply_kernel(q_ptr, vk_ptr, ks_ptr, cos_ptr, sin_ptr, out_ptr,
+def _apply_kernel(q_ptr, vk_ptr, ks_ptr, cos_ptr, sin_ptr, out_ptr, scale_ptr,
                   N, H, tokens_per_prog, eps,
                   s_qb, s_qn, s_qh, s_ob, s_on, s_oh,
                   D: tl.constexpr, HALF: tl.constexpr, D_PAD: tl.constexpr, HALF_PAD: tl.constexpr,
-                  BLOCK_N: tl.constexpr, MODE: tl.constexpr):
+                  BLOCK_N: tl.constexpr, MODE: tl.constexpr, FP8_OUT: tl.constexpr = False):
     # One program: one (batch, head) and a contiguous range of tokens; the head's state is loaded once.
     pid_n = tl.program_id(0)
     bh = tl.program_id(1)
@@ -166,6 +166,8 @@ def _apply_kernel(q_ptr, vk_ptr, ks_ptr, cos_ptr, sin_ptr, out_ptr,
         # IEEE division (Triton's `/` is a 2-ulp approximation): fp32 outputs stay as exact as the reference's
         out = tl.div_rn(num, tl.broadcast_to(den[:, None] + eps, (BLOCK_N, D_PAD)))       # (BLOCK_N, D_PAD)
         o_ptrs = o_base + rows[:, None] * s_on + offs_d[None, :]
+        if FP8_OUT:   # E4M3 for an FP8 consumer (core/kernels/fp8_out.py): value / scale, saturated, RNE
+            out = tl.clamp(tl.div_rn(out, tl.broadcast_to(tl.load(scale_ptr), out.shape)), -448.0, 448.0)
         tl.store(o_ptrs, out.to(out_ptr.dtype.element_ty), mask=m_nd)
 
 
@@ -227,8 +229,10 @@ def linear_attn_state_triton(k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor
 
 
 def linear_attn_apply_triton(q: torch.Tensor, vk: torch.Tensor, k_sum: torch.Tensor, cos: torch.Tensor,
-                             sin: torch.Tensor, eps: float, out: torch.Tensor | None = None) -> torch.Tensor:
-    """out (B, N, H, d) in q.dtype (same contract as the reference); `out` may be given (any strides, last dim 1)."""
+                             sin: torch.Tensor, eps: float, out: torch.Tensor | None = None,
+                             out_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """out (B, N, H, d) in q.dtype, or FP8 E4M3 with `out_scale` (same contract as the reference); `out` may be
+    given (any strides, last dim 1)."""
     cos, sin = _check_rope("q", q, cos, sin)
     q = _last_dim_contiguous(q)
     B, N, H, d = q.shape
@@ -237,10 +241,12 @@ def linear_attn_apply_triton(q: torch.Tensor, vk: torch.Tensor, k_sum: torch.Ten
     device = q.device
     vk = vk.to(torch.float32).contiguous()
     k_sum = k_sum.to(torch.float32).contiguous()
+    out_dtype = q.dtype if out_scale is None else torch.float8_e4m3fn
     if out is None:
-        out = empty((B, N, H, d), q.dtype, device)
-    elif tuple(out.shape) != (B, N, H, d) or out.stride(-1) != 1 or out.dtype != q.dtype:
-        raise ValueError("out must be (B, N, H, d) in q.dtype with a contiguous last dim")
+        out = empty((B, N, H, d), out_dtype, device)
+    elif tuple(out.shape) != (B, N, H, d) or out.stride(-1) != 1 or out.dtype != out_dtype:
+        raise ValueError("out must be (B, N, H, d) in q.dtype (FP8 with out_scale) with a contiguous last dim")
+    scale = vk if out_scale is None else out_scale.to(device=device, dtype=torch.float32).reshape(1)
     if N == 0 or B * H == 0:
         return out
     d_pad, half_pad = _pads(d)
@@ -253,10 +259,10 @@ def linear_attn_apply_triton(q: torch.Tensor, vk: torch.Tensor, k_sum: torch.Ten
     tokens_per_prog = triton.cdiv(n_blocks, progs_n) * block_n
     progs_n = triton.cdiv(N, tokens_per_prog)
     _apply_kernel.on(device)[(progs_n, B * H)](
-        q, vk, k_sum, cos, sin, out,
+        q, vk, k_sum, cos, sin, out, scale,
         N, H, tokens_per_prog, float(eps),
         q.stride(0), q.stride(1), q.stride(2), out.stride(0), out.stride(1), out.stride(2),
-        D=d, HALF=d // 2, D_PAD=d_pad, HALF_PAD=half_pad, BLOCK_N=block_n, MODE=mode,
+        D=d, HALF=d // 2, D_PAD=d_pad, HALF_PAD=half_pad, BLOCK_N=block_n, MODE=mode, FP8_OUT=out_scale is not None,
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
     return out

@@ -15,6 +15,7 @@ from torch import nn
 
 from core.config import TransformerConfig
 from core.kernels.dwconv_glu import dwconv3x3_glu
+from core.kernels.fp8_out import fp8_input_scale
 from core.kernels.gate_fold import gated_linear_residual, linear_per_sample_bias
 from core.kernels.layernorm_modulate import add_layernorm_modulate, layernorm_modulate
 from core.kernels.linear_attention import linear_attn_apply, linear_attn_state
@@ -134,7 +135,7 @@ class LinearSelfAttention(nn.Module):
     def attend(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                prev_vk: torch.Tensor | None = None, prev_k_sum: torch.Tensor | None = None,
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """forward without the out projection: (attention output (B, N, D), own vk, own k_sum)."""
+        """forward without the out projection: (attention output (B, N, D) for `self.out`, own vk, own k_sum)."""
         b, n, d = x.shape
         qkv = self.qkv(x)                                                     # (B, N, 3D)
         if eager_kernels(qkv):   # both norms in one pass over the fused projection
@@ -149,7 +150,8 @@ class LinearSelfAttention(nn.Module):
         if prev_vk is not None:
             vk = own_vk + prev_vk                                             # official: vk += cum_vk
             k_sum = own_k_sum + prev_k_sum
-        out = linear_attn_apply(q, vk, k_sum, cos, sin, self.attn_eps)        # (B, N, H, d) in x.dtype
+        # (B, N, H, d) in x.dtype, or FP8 when the out projection takes FP8 input (core/kernels/fp8_out.py)
+        out = linear_attn_apply(q, vk, k_sum, cos, sin, self.attn_eps, fp8_input_scale(self.out))
         return out.reshape(b, n, d), own_vk, own_k_sum
 
 
@@ -232,9 +234,11 @@ class MixFFN(nn.Module):
         """Pre-activation h (B, N, 2F) -> SiLU -> depthwise 3x3 per frame (+bias) -> value * SiLU(gate): (B, N, F)."""
         b, n, _ = h.shape
         if FUSED_DWCONV:
-            # one pass (Triton on CUDA: the 2F-wide tensor is read once; reference math on the CPU)
+            # one pass (Triton on CUDA: the 2F-wide tensor is read once; reference math on the CPU); FP8 output
+            # when the point conv takes FP8 input (core/kernels/fp8_out.py)
             glu = dwconv3x3_glu(h.view(b * frames, height, width, 2 * self.hidden), self.depthwise.weight,
-                                self.depthwise.bias, silu_input=True)       # (B*T, H', W', F)
+                                self.depthwise.bias, silu_input=True,
+                                out_scale=fp8_input_scale(self.point))     # (B*T, H', W', F)
             return glu.view(b, n, self.hidden)
         value, gate = self._depthwise(F.silu(h), frames, height, width).chunk(2, dim=-1)
         return value * F.silu(gate)
