@@ -373,17 +373,12 @@ def kernel_sweep(device: torch.device, dtype: torch.dtype, out_dir: Path, tiny: 
     lat.APPLY_CFG = apply_default
     for silu in (True, False):
         # (block_w, block_c, warps, maxnreg, hoist_w); registers from ptxas -v (sm_90a) in the comment
-        # + center_ahead: each row's centre tiles loaded two rows ahead
-        settings = [(64, 16, 8, 128, True, False),     # 128 regs, no spill
-                    (32, 32, 8, 128, True, True),
-                    (32, 32, 8, 168, True, True),
-                    (32, 32, 8, None, True, True),
-                    (64, 16, 8, 128, True, True),
-                    (32, 16, 4, 128, True, True)]
+        settings = [(64, 16, 8, 128, True),     # 128 regs, no spill
+                    (32, 16, 4, 128, True)]
         if not silu:
             settings = settings[:2]
-        for cfg in [{}] + [{"block_w": bw, "block_c": bc, "num_warps": nw, "maxnreg": mr, "hoist_w": hw,
-                            "center_ahead": ca} for bw, bc, nw, mr, hw, ca in settings]:
+        for cfg in [{}] + [{"block_w": bw, "block_c": bc, "num_warps": nw, "maxnreg": mr, "hoist_w": hw}
+                           for bw, bc, nw, mr, hw in settings]:
             dwt.CFG = {**dw_default, **cfg}
             record(f"dwconv_glu silu={silu}", dwt.CFG,
                    lambda silu=silu: dwt.dwconv3x3_glu_triton(h, conv_w, conv_b, silu),

@@ -37,6 +37,7 @@ from bench.common import (  # noqa: E402
     environment,
     markdown_table,
     output_dir,
+    profile_table,
     randomize_parameters_,
     rel_err,
     synchronize,
@@ -115,7 +116,8 @@ def summarize_layers(rows):
              sum(r["fp8_rel_err"] for r in v) / len(v), max(r["fp8_rel_err"] for r in v)] for k, v in kinds.items()]
 
 
-def run_variants(cfg, device, dtype, latent_shape, text_len, forward_loop, fmt, warmup, reps, errors, tiny):
+def run_variants(cfg, device, dtype, latent_shape, text_len, forward_loop, fmt, warmup, reps, errors, tiny,
+                 profiles: list[str] | None = None):
     """Block time of bf16 and the quantized model, eager and with torch.compile per block, for the default recipe
     and for one that quantizes every block (the default keeps the first and last two in bf16)."""
     backend = "eager" if tiny or device.type != "cuda" else "inductor"
@@ -153,6 +155,8 @@ def run_variants(cfg, device, dtype, latent_shape, text_len, forward_loop, fmt, 
                         rows.append({"name": name, "ms": ms, "speedup": bf16_ms.get(mode, ms) / ms,
                                      "rel_err": rel_err(got, ref), "layers": layers})
                         print(f"  {name}: {ms:.1f} ms", flush=True)
+                        if profiles is not None and mode == "compiled":
+                            profiles.append(f"=== {name} ===\n{profile_table(run_block, device, row_limit=30)}")
         except Exception as exc:  # noqa: BLE001 - report and go on
             rows.append({"name": f"{label}: {type(exc).__name__}: {exc}"[:200]})
             errors.append(traceback.format_exc())
@@ -170,6 +174,8 @@ def main(argv=None) -> int:
     ap.add_argument("--format", default="fp8", choices=["fp8", "nvfp4", "auto"], help="format of the launch section")
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--skip-modelopt", action="store_true")
+    ap.add_argument("--profile", action="store_true",
+                    help="torch.profiler top ops of each compiled variant (writes quant_profile.txt)")
     ap.add_argument("--no-variants", action="store_true",
                     help="skip the variants section (torch.compile of bf16 and quantized blocks; all-blocks recipe)")
     ap.add_argument("--out", help="output folder (default $OUT)")
@@ -270,8 +276,12 @@ def main(argv=None) -> int:
             results["errors"].append(traceback.format_exc())
     results["launch"] = launch
     if not args.no_variants:
+        profiles: list[str] = []
         results["variants"] = run_variants(cfg, device, dtype, latent_shape, text_len, forward_loop, args.format,
-                                           warmup, reps, results["errors"], args.tiny)
+                                           warmup, reps, results["errors"], args.tiny,
+                                           profiles if args.profile else None)
+        if profiles:
+            write_text(out / "quant_profile.txt", "\n\n".join(profiles) + "\n")
     results["total_seconds"] = time.perf_counter() - t_all
 
     write_json(out / "quant.json", results)

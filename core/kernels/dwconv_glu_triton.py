@@ -30,10 +30,10 @@ from core.kernels.dwconv_glu import _check
 # Run 5 sweep (H100, one 480p block): 32 x 32, 8 warps, cap 128, hoisted: 0.59 ms, no spills (ptxas -v: 128
 # registers); 64 x 16 not hoisted: 0.71 ms; first row-sweep cut: 1.9 ms (255 registers, spills).
 # Tried and removed (docs/perf-notes.md, runs 6-7): each row loaded once and shifted in registers with tl.gather
-# (0.64-0.68 ms at 64 x 16, no faster; 1.1 ms at 32 x 32) and an L2 prefetch of rows ahead (~1.05 ms).
-# center_ahead: load each row's centre tiles two rows ahead (see the kernel).
+# (0.64-0.68 ms at 64 x 16, no faster; 1.1 ms at 32 x 32), an L2 prefetch of rows ahead (~1.05 ms) and the centre
+# tiles loaded two rows ahead (0.87 ms at best; 2.2 ms with the 128-register cap, which then spills).
 CFG = {"block_w": 32, "block_c": 32, "num_warps": 8, "rows": None, "waves": 4, "fast_sigmoid": True, "maxnreg": 128,
-       "hoist_w": True, "center_ahead": False}
+       "hoist_w": True}
 
 
 @Kernel
@@ -42,7 +42,7 @@ def _dwconv_glu_rows_kernel(x_ptr, w_ptr, b_ptr, out_ptr, scale_ptr,
                             s_xt, s_xp, s_ot, s_op,
                             HAS_BIAS: tl.constexpr, SILU_INPUT: tl.constexpr, FAST_SIGMOID: tl.constexpr,
                             HOIST_W: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr,
-                            CENTER_AHEAD: tl.constexpr = False, FP8_OUT: tl.constexpr = False):
+                            FP8_OUT: tl.constexpr = False):
     pid_rw = tl.program_id(0)
     pid_c = tl.program_id(1)
     frame = tl.program_id(2).to(tl.int64)
@@ -107,6 +107,9 @@ def _dwconv_glu_rows_kernel(x_ptr, w_ptr, b_ptr, out_ptr, scale_ptr,
     off_l = col_l[:, None] * s_xp + offs_c[None, :]
     off_c = offs_w[:, None] * s_xp + offs_c[None, :]
     off_r = col_r[:, None] * s_xp + offs_c[None, :]
+    # FP8 output: multiply by 1/scale (one division per program; at most 1 ulp of fp32 from value / scale, far below
+    # the E4M3 step)
+    inv_scale = 1.0 / tl.load(scale_ptr) if FP8_OUT else 1.0
     # partial sums: prev_* = output row i-1 (rows i-2, i-1 added), cur_* = output row i (row i-1 added)
     prev_a = tl.zeros((BLOCK_W, BLOCK_C), dtype=tl.float32)
     prev_g = tl.zeros((BLOCK_W, BLOCK_C), dtype=tl.float32)
@@ -123,11 +126,6 @@ def _dwconv_glu_rows_kernel(x_ptr, w_ptr, b_ptr, out_ptr, scale_ptr,
     ng_l = tl.load(rb + F + off_l, mask=(ok_l & ok)[:, None] & mask_c[None, :], other=0.0)
     ng_c = tl.load(rb + F + off_c, mask=(ok_c & ok)[:, None] & mask_c[None, :], other=0.0)
     ng_r = tl.load(rb + F + off_r, mask=(ok_r & ok)[:, None] & mask_c[None, :], other=0.0)
-    # CENTER_AHEAD: the centre tiles (the row's unique DRAM bytes) are loaded two rows ahead, the shifted ones one row
-    # ahead (they then mostly hit L1): twice the DRAM bytes in flight for two more bf16 tiles of registers
-    ok = ((jv + 1) >= 0) & ((jv + 1) < H) & ((jv + 1) <= r1) & CENTER_AHEAD
-    pa_c = tl.load(rb + W * s_xp + off_c, mask=(ok_c & ok)[:, None] & mask_c[None, :], other=0.0)
-    pg_c = tl.load(rb + W * s_xp + F + off_c, mask=(ok_c & ok)[:, None] & mask_c[None, :], other=0.0)
     for i in range(r0 - 1, r1 + 1):                                      # input rows
         iv = offs_w * 0 + i                                              # (BLOCK_W,) row index as a vector
         xa_l = na_l.to(tl.float32)
@@ -139,18 +137,11 @@ def _dwconv_glu_rows_kernel(x_ptr, w_ptr, b_ptr, out_ptr, scale_ptr,
         ok = (iv + 1 < H) & (iv + 1 <= r1)                               # row i+1 is needed and exists
         rb = x_base + (i + 1) * W * s_xp
         na_l = tl.load(rb + off_l, mask=(ok_l & ok)[:, None] & mask_c[None, :], other=0.0)
+        na_c = tl.load(rb + off_c, mask=(ok_c & ok)[:, None] & mask_c[None, :], other=0.0)
         na_r = tl.load(rb + off_r, mask=(ok_r & ok)[:, None] & mask_c[None, :], other=0.0)
         ng_l = tl.load(rb + F + off_l, mask=(ok_l & ok)[:, None] & mask_c[None, :], other=0.0)
+        ng_c = tl.load(rb + F + off_c, mask=(ok_c & ok)[:, None] & mask_c[None, :], other=0.0)
         ng_r = tl.load(rb + F + off_r, mask=(ok_r & ok)[:, None] & mask_c[None, :], other=0.0)
-        if CENTER_AHEAD:
-            na_c = pa_c
-            ng_c = pg_c
-            ok2 = (iv + 2 < H) & (iv + 2 <= r1)                          # row i+2 is needed and exists
-            pa_c = tl.load(rb + W * s_xp + off_c, mask=(ok_c & ok2)[:, None] & mask_c[None, :], other=0.0)
-            pg_c = tl.load(rb + W * s_xp + F + off_c, mask=(ok_c & ok2)[:, None] & mask_c[None, :], other=0.0)
-        else:
-            na_c = tl.load(rb + off_c, mask=(ok_c & ok)[:, None] & mask_c[None, :], other=0.0)
-            ng_c = tl.load(rb + F + off_c, mask=(ok_c & ok)[:, None] & mask_c[None, :], other=0.0)
         if SILU_INPUT:  # zero padding stays zero: SiLU(0) = 0
             if FAST_SIGMOID:
                 xa_l = xa_l * (0.5 + 0.5 * tl.inline_asm_elementwise(
@@ -221,7 +212,7 @@ def _dwconv_glu_rows_kernel(x_ptr, w_ptr, b_ptr, out_ptr, scale_ptr,
             done_g += tl.load(b_ptr + F + offs_c, mask=mask_c, other=0.0).to(tl.float32)[None, :]
         out = done_a * (done_g * tl.sigmoid(done_g))
         if FP8_OUT:   # E4M3 for an FP8 consumer (core/kernels/fp8_out.py): value / scale, saturated, RNE
-            out = tl.clamp(tl.div_rn(out, tl.broadcast_to(tl.load(scale_ptr), out.shape)), -448.0, 448.0)
+            out = tl.clamp(out * inv_scale, -448.0, 448.0)
         m_o = (mask_w & (iv - 1 >= r0))[:, None] & mask_c[None, :]
         tl.store(o_base + ((iv - 1) * W + offs_w).to(tl.int64)[:, None] * s_op + offs_c[None, :],
                  out.to(out_ptr.dtype.element_ty), mask=m_o)
@@ -268,7 +259,7 @@ def dwconv3x3_glu_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
         HAS_BIAS=bias is not None, SILU_INPUT=bool(silu_input),
         FAST_SIGMOID=bool(CFG["fast_sigmoid"]) and x.is_cuda and x.element_size() == 2,
         HOIST_W=bool(CFG.get("hoist_w")),
-        BLOCK_W=block_w, BLOCK_C=block_c, CENTER_AHEAD=bool(CFG.get("center_ahead")), FP8_OUT=out_scale is not None,
+        BLOCK_W=block_w, BLOCK_C=block_c, FP8_OUT=out_scale is not None,
         num_warps=CFG["num_warps"], **({"maxnreg": CFG["maxnreg"]} if CFG.get("maxnreg") else {}),
     )
     return out

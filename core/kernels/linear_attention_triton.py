@@ -163,11 +163,12 @@ def _apply_kernel(q_ptr, vk_ptr, ks_ptr, cos_ptr, sin_ptr, out_ptr, scale_ptr,
                 num = tl.dot(q1.to(tl.float32), s2.to(tl.float32), input_precision="ieee")
                 num = tl.dot(q2.to(tl.float32), s1.to(tl.float32), num, input_precision="ieee")
                 num = tl.dot(q1.to(tl.float32), s1.to(tl.float32), num, input_precision="ieee")
-        # IEEE division (Triton's `/` is a 2-ulp approximation): fp32 outputs stay as exact as the reference's
-        out = tl.div_rn(num, tl.broadcast_to(den[:, None] + eps, (BLOCK_N, D_PAD)))       # (BLOCK_N, D_PAD)
         o_ptrs = o_base + rows[:, None] * s_on + offs_d[None, :]
         if FP8_OUT:   # E4M3 for an FP8 consumer (core/kernels/fp8_out.py): value / scale, saturated, RNE
-            out = tl.clamp(tl.div_rn(out, tl.broadcast_to(tl.load(scale_ptr), out.shape)), -448.0, 448.0)
+            out = tl.clamp(num * (1.0 / ((den[:, None] + eps) * tl.load(scale_ptr))), -448.0, 448.0)
+        else:
+            # IEEE division (Triton's `/` is a 2-ulp approximation): fp32 outputs stay as exact as the reference's
+            out = tl.div_rn(num, tl.broadcast_to(den[:, None] + eps, (BLOCK_N, D_PAD)))   # (BLOCK_N, D_PAD)
         tl.store(o_ptrs, out.to(out_ptr.dtype.element_ty), mask=m_nd)
 
 
