@@ -24,12 +24,14 @@ from core.kernels.dwconv_glu import _check
 # block_w / block_c: the (columns x channels) strip of a program; rows: output rows per program (None: whole frames
 # when that already gives `waves` waves of programs); fast_sigmoid: SiLU's sigmoid as 0.5 + 0.5 tanh(x/2) on the
 # GPU's tanh unit (one special-function op instead of exp + reciprocal; ~1e-3 relative error per sigmoid, used for
-# 16-bit outputs only, whose own rounding is 4e-3); maxnreg: register cap per thread (None: ptxas's choice, ~178
+# 16-bit / FP8 outputs only, whose own rounding is 4e-3 or more), for the input SiLU and the GLU gate; maxnreg: register cap per thread (None: ptxas's choice, ~178
 # for 64 x 16 x 8 warps, one program per SM); hoist_w: keep the 18 tap-weight rows in registers across the row loop
 # instead of reloading them from L1 every row (costs 18 x channels-per-thread registers).
 # Run 5 sweep (H100, one 480p block): 32 x 32, 8 warps, cap 128, hoisted: 0.59 ms, no spills (ptxas -v: 128
 # registers); 64 x 16 not hoisted: 0.71 ms; first row-sweep cut: 1.9 ms (255 registers, spills).
-# Tried and removed (docs/perf-notes.md, runs 6-7): each row loaded once and shifted in registers with tl.gather
+# Run 11: SiLU / GLU gate as h + h tanh(h) (h = x/2) and the bias folded into each output row's first sum: 0.551 vs
+# 0.60 ms on the same machine (ncu: the kernel is issue-bound, 77% SM throughput, DRAM 31%).
+# Tried and removed (docs/perf-notes.md, runs 6-10): each row loaded once and shifted in registers with tl.gather
 # (0.64-0.68 ms at 64 x 16, no faster; 1.1 ms at 32 x 32), an L2 prefetch of rows ahead (~1.05 ms) and the centre
 # tiles loaded two rows ahead (0.87 ms at best; 2.2 ms with the 128-register cap, which then spills).
 CFG = {"block_w": 32, "block_c": 32, "num_warps": 8, "rows": None, "waves": 4, "fast_sigmoid": True, "maxnreg": 128,
@@ -107,6 +109,13 @@ def _dwconv_glu_rows_kernel(x_ptr, w_ptr, b_ptr, out_ptr, scale_ptr,
     off_l = col_l[:, None] * s_xp + offs_c[None, :]
     off_c = offs_w[:, None] * s_xp + offs_c[None, :]
     off_r = col_r[:, None] * s_xp + offs_c[None, :]
+    # the bias starts each output row's sum (cur_* below), so it is added once per output without a separate add
+    if HAS_BIAS:
+        bias_a = tl.load(b_ptr + offs_c, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+        bias_g = tl.load(b_ptr + F + offs_c, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+    else:
+        bias_a = tl.zeros((1, BLOCK_C), dtype=tl.float32)
+        bias_g = tl.zeros((1, BLOCK_C), dtype=tl.float32)
     # FP8 output: multiply by 1/scale (one division per program; at most 1 ulp of fp32 from value / scale, far below
     # the E4M3 step)
     inv_scale = 1.0 / tl.load(scale_ptr) if FP8_OUT else 1.0
@@ -144,12 +153,15 @@ def _dwconv_glu_rows_kernel(x_ptr, w_ptr, b_ptr, out_ptr, scale_ptr,
         ng_r = tl.load(rb + F + off_r, mask=(ok_r & ok)[:, None] & mask_c[None, :], other=0.0)
         if SILU_INPUT:  # zero padding stays zero: SiLU(0) = 0
             if FAST_SIGMOID:
-                xa_l = xa_l * (0.5 + 0.5 * tl.inline_asm_elementwise(
-                    "tanh.approx.f32 $0, $1;", "=r,r", [0.5 * xa_l], dtype=tl.float32, is_pure=True, pack=1))
-                xa_c = xa_c * (0.5 + 0.5 * tl.inline_asm_elementwise(
-                    "tanh.approx.f32 $0, $1;", "=r,r", [0.5 * xa_c], dtype=tl.float32, is_pure=True, pack=1))
-                xa_r = xa_r * (0.5 + 0.5 * tl.inline_asm_elementwise(
-                    "tanh.approx.f32 $0, $1;", "=r,r", [0.5 * xa_r], dtype=tl.float32, is_pure=True, pack=1))
+                xa_l = 0.5 * xa_l    # SiLU(x) = h + h tanh(h), h = x/2: one MUFU op, one FMA
+                xa_l = xa_l + xa_l * tl.inline_asm_elementwise(
+                    "tanh.approx.f32 $0, $1;", "=r,r", [xa_l], dtype=tl.float32, is_pure=True, pack=1)
+                xa_c = 0.5 * xa_c    # SiLU(x) = h + h tanh(h), h = x/2: one MUFU op, one FMA
+                xa_c = xa_c + xa_c * tl.inline_asm_elementwise(
+                    "tanh.approx.f32 $0, $1;", "=r,r", [xa_c], dtype=tl.float32, is_pure=True, pack=1)
+                xa_r = 0.5 * xa_r    # SiLU(x) = h + h tanh(h), h = x/2: one MUFU op, one FMA
+                xa_r = xa_r + xa_r * tl.inline_asm_elementwise(
+                    "tanh.approx.f32 $0, $1;", "=r,r", [xa_r], dtype=tl.float32, is_pure=True, pack=1)
             else:
                 xa_l = xa_l * tl.sigmoid(xa_l)
                 xa_c = xa_c * tl.sigmoid(xa_c)
@@ -169,7 +181,7 @@ def _dwconv_glu_rows_kernel(x_ptr, w_ptr, b_ptr, out_ptr, scale_ptr,
                                tl.load(wa_ptr + 4 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :])
                   + xa_r * (wa5 if HOIST_W else
                                tl.load(wa_ptr + 5 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]))
-        cur_a = (xa_l * (wa0 if HOIST_W else
+        cur_a = (bias_a + xa_l * (wa0 if HOIST_W else
                             tl.load(wa_ptr + 0 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :])
                  + xa_c * (wa1 if HOIST_W else
                               tl.load(wa_ptr + 1 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :])
@@ -177,12 +189,15 @@ def _dwconv_glu_rows_kernel(x_ptr, w_ptr, b_ptr, out_ptr, scale_ptr,
                               tl.load(wa_ptr + 2 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]))
         if SILU_INPUT:
             if FAST_SIGMOID:
-                xg_l = xg_l * (0.5 + 0.5 * tl.inline_asm_elementwise(
-                    "tanh.approx.f32 $0, $1;", "=r,r", [0.5 * xg_l], dtype=tl.float32, is_pure=True, pack=1))
-                xg_c = xg_c * (0.5 + 0.5 * tl.inline_asm_elementwise(
-                    "tanh.approx.f32 $0, $1;", "=r,r", [0.5 * xg_c], dtype=tl.float32, is_pure=True, pack=1))
-                xg_r = xg_r * (0.5 + 0.5 * tl.inline_asm_elementwise(
-                    "tanh.approx.f32 $0, $1;", "=r,r", [0.5 * xg_r], dtype=tl.float32, is_pure=True, pack=1))
+                xg_l = 0.5 * xg_l    # SiLU(x) = h + h tanh(h), h = x/2: one MUFU op, one FMA
+                xg_l = xg_l + xg_l * tl.inline_asm_elementwise(
+                    "tanh.approx.f32 $0, $1;", "=r,r", [xg_l], dtype=tl.float32, is_pure=True, pack=1)
+                xg_c = 0.5 * xg_c    # SiLU(x) = h + h tanh(h), h = x/2: one MUFU op, one FMA
+                xg_c = xg_c + xg_c * tl.inline_asm_elementwise(
+                    "tanh.approx.f32 $0, $1;", "=r,r", [xg_c], dtype=tl.float32, is_pure=True, pack=1)
+                xg_r = 0.5 * xg_r    # SiLU(x) = h + h tanh(h), h = x/2: one MUFU op, one FMA
+                xg_r = xg_r + xg_r * tl.inline_asm_elementwise(
+                    "tanh.approx.f32 $0, $1;", "=r,r", [xg_r], dtype=tl.float32, is_pure=True, pack=1)
             else:
                 xg_l = xg_l * tl.sigmoid(xg_l)
                 xg_c = xg_c * tl.sigmoid(xg_c)
@@ -201,16 +216,18 @@ def _dwconv_glu_rows_kernel(x_ptr, w_ptr, b_ptr, out_ptr, scale_ptr,
                                tl.load(wg_ptr + 4 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :])
                   + xg_r * (wg5 if HOIST_W else
                                tl.load(wg_ptr + 5 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]))
-        cur_g = (xg_l * (wg0 if HOIST_W else
+        cur_g = (bias_g + xg_l * (wg0 if HOIST_W else
                             tl.load(wg_ptr + 0 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :])
                  + xg_c * (wg1 if HOIST_W else
                               tl.load(wg_ptr + 1 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :])
                  + xg_r * (wg2 if HOIST_W else
                               tl.load(wg_ptr + 2 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]))
-        if HAS_BIAS:
-            done_a += tl.load(b_ptr + offs_c, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-            done_g += tl.load(b_ptr + F + offs_c, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-        out = done_a * (done_g * tl.sigmoid(done_g))
+        if FAST_SIGMOID:
+            done_g = 0.5 * done_g
+            out = done_a * (done_g + done_g * tl.inline_asm_elementwise(
+                "tanh.approx.f32 $0, $1;", "=r,r", [done_g], dtype=tl.float32, is_pure=True, pack=1))
+        else:
+            out = done_a * (done_g * tl.sigmoid(done_g))
         if FP8_OUT:   # E4M3 for an FP8 consumer (core/kernels/fp8_out.py): value / scale, saturated, RNE
             out = tl.clamp(out * inv_scale, -448.0, 448.0)
         m_o = (mask_w & (iv - 1 >= r0))[:, None] & mask_c[None, :]
