@@ -459,9 +459,9 @@ class _Tee:
 
 def should_compile(requested: bool | None, precision: str, device: torch.device) -> bool:
     """torch.compile the blocks? An explicit request wins; by default (None) only for FP8 on CUDA. Why: bf16 eager
-    already runs the fused kernels and folds gates into GEMMs (bench/dit.py, H100: block 112.0 ms eager vs 115.3
-    compiled), while the FP8 layers' activation casts fuse into their producers only when compiled (bench/quant.py:
-    89.4 vs 100.4 ms). Compiling costs a few seconds per block shape at every launch."""
+    already runs the fused kernels and folds gates into GEMMs (bench/dit.py, H100: block 111.7 ms eager vs 116.0
+    compiled), while most FP8 activation casts fuse into their producers only when compiled (bench/quant.py: 86.9 vs
+    90.9 ms). Compiling costs a few seconds per block shape at every launch."""
     if requested is not None:
         return bool(requested)
     return precision == "fp8" and device.type == "cuda"
