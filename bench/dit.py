@@ -359,13 +359,14 @@ def kernel_sweep(device: torch.device, dtype: torch.dtype, out_dir: Path, tiny: 
 
     state_default, apply_default, dw_default = dict(lat.STATE_CFG), dict(lat.APPLY_CFG), dict(dwt.CFG)
     for cfg in ([{}] + [{"block_n": bn, "num_warps": nw, "waves": wv, "num_stages": ns}
-                        for bn, nw, wv, ns in [(32, 4, 4, 3), (32, 8, 8, 3), (64, 8, 8, 3)]]):
+                        for bn, nw, wv, ns in [(32, 4, 8, 3), (32, 4, 4, 4), (16, 4, 4, 3), (64, 4, 4, 3)]]):
         lat.STATE_CFG = {**state_default, **cfg}
         record("linear_attn_state", lat.STATE_CFG, lambda: lat.linear_attn_state_triton(k, v, cos, sin),
                lambda got: rel_err(got[0], ref_vk))
     lat.STATE_CFG = state_default
     for cfg in ([{}] + [{"block_n": bn, "num_warps": nw, "waves": wv, "num_stages": ns}
-                        for bn, nw, wv, ns in [(128, 8, 4, 1), (128, 8, 8, 2)]]):
+                        for bn, nw, wv, ns in [(128, 8, 8, 2), (64, 4, 8, 2), (64, 4, 8, 3), (64, 8, 8, 2),
+                                               (32, 4, 8, 3), (128, 8, 8, 1)]]):
         lat.APPLY_CFG = {**apply_default, **cfg}
         record("linear_attn_apply", lat.APPLY_CFG,
                lambda: lat.linear_attn_apply_triton(q, ref_vk, ref_ks, cos, sin, 1e-8),
