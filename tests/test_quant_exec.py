@@ -196,22 +196,29 @@ def test_real_nvfp4_on_blackwell_matches_emulation(m):
     assert _rel(got, lin(x)) < 0.25
 
 
-@pytest.mark.gpu
-def test_prepare_tiny_sana_on_gpu_picks_the_native_format(tmp_path):
+def _tiny_cuda_model(num_layers):
+    """A tiny bf16 SANA-Video on the GPU with random weights, and one block's inputs (latents, timestep, text)."""
     from core.config import tiny_config
     from core.model import SanaVideoTransformer
-    from quant.prepare import prepare_model
-    from quant.recipe import default_recipe
-    cap = _cap()
-    cfg = tiny_config(num_layers=3)
+    cfg = tiny_config(num_layers=num_layers)
     torch.manual_seed(0)
     model = SanaVideoTransformer(cfg).to("cuda", torch.bfloat16)
     for p in model.parameters():
         nn.init.normal_(p, std=0.05)
     caption = torch.randn(1, 4, cfg.caption_channels, device="cuda")
-    x, t = torch.randn(1, cfg.in_channels, 2, 4, 4, device="cuda", dtype=torch.bfloat16), torch.tensor([700.0])
+    x, t = torch.randn(1, cfg.in_channels, 2, 4, 4, device="cuda", dtype=torch.bfloat16), torch.tensor([700.0]).cuda()
     with torch.no_grad():
         text = model.encode_text(caption)
+    return model, x, t, text
+
+
+@pytest.mark.gpu
+def test_prepare_tiny_sana_on_gpu_picks_the_native_format(tmp_path):
+    from quant.prepare import prepare_model
+    from quant.recipe import default_recipe
+    cap = _cap()
+    model, x, t, text = _tiny_cuda_model(3)
+    with torch.no_grad():
         want = model(x, t.cuda(), text).float()
 
     def loop(m):
@@ -283,19 +290,10 @@ def test_fp8_producer_kernels_match_the_cast_path(monkeypatch, tmp_path):
     separate-cast path (same FP8 grid; rounding differs only where the fused kernel skips the bf16 step)."""
     if _cap() < (8, 9):
         pytest.skip("FP8 _scaled_mm needs sm_89+")
-    from core.config import tiny_config
-    from core.model import SanaVideoTransformer, layers
+    from core.model import layers
     from quant.prepare import prepare_model
     from quant.recipe import default_recipe
-    cfg = tiny_config(num_layers=2)
-    torch.manual_seed(0)
-    model = SanaVideoTransformer(cfg).to("cuda", torch.bfloat16)
-    for p in model.parameters():
-        nn.init.normal_(p, std=0.05)
-    caption = torch.randn(1, 4, cfg.caption_channels, device="cuda")
-    x, t = torch.randn(1, cfg.in_channels, 2, 4, 4, device="cuda", dtype=torch.bfloat16), torch.tensor([700.0]).cuda()
-    with torch.no_grad():
-        text = model.encode_text(caption)
+    model, x, t, text = _tiny_cuda_model(2)
     model, report = prepare_model(model, "cuda", fmt="fp8", recipe=default_recipe(skip_first_blocks=0,
                                   skip_last_blocks=0), forward_loop=lambda m: m(x, t, text), cache_dir=tmp_path,
                                   calibrator="hooks")
