@@ -64,7 +64,8 @@ def run_block(block, args, fold: bool, monkeypatch):
 
 def test_folded_block_equals_the_plain_block(gen, monkeypatch):
     block, args = block_and_inputs(gen, torch.float64)
-    assert block._fold_attention_gate(args[1][:, :, 2])
+    with torch.no_grad():
+        assert block._fold_attention_gate(args[1][:, :, 2])
     folded = run_block(block, args, True, monkeypatch)
     plain = run_block(block, args, False, monkeypatch)
     assert rel_err(folded, plain) < 1e-13, f"seed {gen.initial_seed()}"
@@ -84,9 +85,29 @@ def test_hooked_projection_is_called_as_a_module(gen, monkeypatch):
     block, args = block_and_inputs(gen, torch.float64)
     seen = []
     handle = block.attn.out.register_forward_pre_hook(lambda _m, a: seen.append(a[0].shape))
-    assert not block._fold_attention_gate(args[1][:, :, 2])
+    with torch.no_grad():
+        assert not block._fold_attention_gate(args[1][:, :, 2])
     with torch.no_grad():
         hooked = block(*args)[0]
     handle.remove()
     assert len(seen) == 1
     assert rel_err(hooked, run_block(block, args, True, monkeypatch)) < 1e-13
+
+
+def test_fused_paths_step_aside_for_autograd():
+    """With autograd recording (e.g. someone fine-tuning), the model takes the plain paths: backward works, and the
+    forward equals the inference one."""
+    from core.model import SanaVideoTransformer
+
+    cfg = tiny_config()
+    model = SanaVideoTransformer(cfg).double().eval()
+    randomize_parameters_(model, 0)
+    g = torch.Generator().manual_seed(0)
+    caption = torch.randn(1, 4, cfg.caption_channels, generator=g, dtype=torch.float64)
+    x = torch.randn(1, cfg.in_channels, 2, 4, 4, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        fused = model(x, 500.0, model.encode_text(caption))
+    out = model(x, 500.0, model.encode_text(caption))
+    out.sum().backward()
+    assert model.blocks[0].attn.out.weight.grad is not None
+    assert rel_err(out.detach(), fused) < 1e-12

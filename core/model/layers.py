@@ -47,8 +47,10 @@ class RMSNorm(nn.Module):
 
 def plain_linear(module: nn.Module) -> bool:
     """Whether a layer may be used through its weight directly (gate folding, shifted GEMMs): a plain, unhooked
-    nn.Linear. A quantized or ModelOpt-converted layer, or one with calibration hooks, must be called as a module."""
-    return type(module) is nn.Linear and not (module._forward_hooks or module._forward_pre_hooks)
+    nn.Linear, and only for inference (those paths write into preallocated outputs, which autograd cannot record). A
+    quantized or ModelOpt-converted layer, or one with calibration hooks, must be called as a module."""
+    return (type(module) is nn.Linear and not (module._forward_hooks or module._forward_pre_hooks)
+            and not torch.is_grad_enabled())
 
 
 def eager_kernels(x: torch.Tensor) -> bool:
