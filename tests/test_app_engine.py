@@ -5,15 +5,14 @@ Generation goes through core.project (a scratch project folder per window), as i
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
 pytest.importorskip("pytestqt")
 engine_mod = pytest.importorskip("core.engine")
 
-from PySide6.QtCore import Qt, QTimer  # noqa: E402
+from PySide6.QtCore import Qt  # noqa: E402
+from qt_helpers import GuiHeartbeat, wait_for_generation  # noqa: E402
 
 from app.engine_adapter import EngineAdapter  # noqa: E402
 from app.settings import AppSettings  # noqa: E402
@@ -47,9 +46,7 @@ def window(qtbot, tmp_path, demo_engine):
 
 
 def wait_generation(qtbot, win, timeout=240000):
-    with qtbot.waitSignal(win.generation_finished, timeout=timeout) as blocker:
-        pass
-    return blocker.args[0]
+    return wait_for_generation(qtbot, win, timeout)
 
 
 def record_frames(win):
@@ -72,15 +69,8 @@ def centre_rgb_of_thumbnail(win, block):
 def test_generate_with_the_demo_engine_fills_thumbnails_in_order_without_blocking_the_gui(qtbot, window):
     assert window.demo_badge.isVisible() and "DEMO" in window.windowTitle()
     firsts = record_frames(window)
-    gaps, last = [], [time.perf_counter()]
-
-    def beat():
-        now = time.perf_counter()
-        gaps.append(now - last[0])
-        last[0] = now
-    heartbeat = QTimer()
-    heartbeat.setInterval(10)
-    heartbeat.timeout.connect(beat)
+    heartbeat = GuiHeartbeat(10)
+    gaps = heartbeat.gaps
     heartbeat.start()
     qtbot.keyClick(window, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
     cancelled = wait_generation(qtbot, window)

@@ -15,6 +15,7 @@ pytest.importorskip("pytestqt")
 
 from PySide6.QtCore import QMimeData, QPoint, Qt, QTimer, QUrl  # noqa: E402
 from PySide6.QtWidgets import QLineEdit  # noqa: E402
+from qt_helpers import GuiHeartbeat, wait_for_generation  # noqa: E402
 
 from app.engine_adapter import EngineAdapter  # noqa: E402
 from app.settings import AppSettings  # noqa: E402
@@ -134,9 +135,7 @@ def prompts(win) -> list[str]:
 
 
 def wait_generation(qtbot, win, timeout=10000):
-    with qtbot.waitSignal(win.generation_finished, timeout=timeout) as blocker:
-        pass
-    return blocker.args[0]
+    return wait_for_generation(qtbot, win, timeout)
 
 
 def drag(qtbot, widget, start: QPoint, end: QPoint) -> None:
@@ -359,15 +358,8 @@ def test_extend_adds_blocks_at_the_end(qtbot, window):
 def test_gui_thread_never_blocks_while_generating(qtbot, window):
     window.adapter.step_s = 0.02
     window.doc.reset(Timeline([Clip("alpha", 10.0), Clip("beta", 10.0)]))
-    gaps, last = [], [time.perf_counter()]
-
-    def beat():
-        now = time.perf_counter()
-        gaps.append(now - last[0])
-        last[0] = now
-    heartbeat = QTimer()
-    heartbeat.setInterval(5)
-    heartbeat.timeout.connect(beat)
+    heartbeat = GuiHeartbeat(5)
+    gaps = heartbeat.gaps
     heartbeat.start()
     window.generate()
     wait_generation(qtbot, window, timeout=20000)
