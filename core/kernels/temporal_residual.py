@@ -38,16 +38,22 @@ def _check(x: torch.Tensor, u: torch.Tensor, gate: torch.Tensor, weight: torch.T
         raise ValueError(f"previous frame must be (B, S, D) = {(b, s, d)}, got {tuple(prev.shape)}")
 
 
+def stack_temporal_taps(u: torch.Tensor, prev: torch.Tensor | None) -> torch.Tensor:
+    """u (B, T, S, D) -> [u_{t-1}, u_t, u_{t+1}] (B, T, S, 3D): the temporal conv's input for a Linear(3D, D); the
+    frame before the first is `prev` (or zero), the frame after the last is zero."""
+    b, _, s, d = u.shape
+    left = u.new_zeros(b, 1, s, d) if prev is None else prev[:, None].to(u.dtype)
+    right = u.new_zeros(b, 1, s, d)
+    padded = torch.cat([left, u, right], dim=1)                               # (B, T+2, S, D)
+    return torch.cat([padded[:, :-2], u, padded[:, 2:]], dim=-1)              # (B, T, S, 3D)
+
+
 def temporal_gated_residual_reference(x: torch.Tensor, u: torch.Tensor, gate: torch.Tensor, weight: torch.Tensor,
                                       prev: torch.Tensor | None) -> torch.Tensor:
     """The plain formula: stack [u_{t-1}, u_t, u_{t+1}], one GEMM, residual."""
     _check(x, u, gate, weight, prev)
     b, t, s, d = u.shape
-    left = u.new_zeros(b, 1, s, d) if prev is None else prev[:, None].to(u.dtype)
-    right = u.new_zeros(b, 1, s, d)
-    padded = torch.cat([left, u, right], dim=1)                               # (B, T+2, S, D)
-    stacked = torch.cat([padded[:, :-2], u, padded[:, 2:]], dim=-1)           # (B, T, S, 3D)
-    y = u + stacked @ weight.t()                                              # (B, T, S, D)
+    y = u + stack_temporal_taps(u, prev) @ weight.t()                         # (B, T, S, D)
     return x + gate * y.view(b, t * s, d)
 
 

@@ -20,7 +20,7 @@ from core.kernels.gate_fold import gated_linear_residual, linear_per_sample_bias
 from core.kernels.layernorm_modulate import add_layernorm_modulate, layernorm_modulate
 from core.kernels.linear_attention import linear_attn_apply, linear_attn_state
 from core.kernels.rms_norm import qk_rms_norm, rms_norm
-from core.kernels.temporal_residual import temporal_gated_residual
+from core.kernels.temporal_residual import stack_temporal_taps, temporal_gated_residual
 
 # A/B knob: SANA_VIDEO_FUSED_DWCONV=0 runs the FFN middle as SiLU -> cuDNN depthwise conv -> GLU (three passes over
 # the 2F-wide tensor) instead of the fused dwconv3x3_glu kernel
@@ -260,11 +260,7 @@ class MixFFN(nn.Module):
     def _temporal_via_module(self, u: torch.Tensor, prev: torch.Tensor | None) -> torch.Tensor:
         """u + Conv_t(u) through the temporal module on the stacked [u_{t-1}, u_t, u_{t+1}]: (B, N, D)."""
         b, t, s, d = u.shape
-        left = u.new_zeros(b, 1, s, d) if prev is None else prev[:, None]
-        right = u.new_zeros(b, 1, s, d)
-        padded = torch.cat([left, u, right], dim=1)                           # (B, T+2, S, D)
-        stacked = torch.cat([padded[:, :-2], u, padded[:, 2:]], dim=-1)       # (B, T, S, 3D)
-        return (u + self.temporal(stacked)).view(b, t * s, d)
+        return (u + self.temporal(stack_temporal_taps(u, prev))).view(b, t * s, d)
 
 
 class SanaVideoBlock(nn.Module):
