@@ -172,6 +172,14 @@ def _apply_kernel(q_ptr, vk_ptr, ks_ptr, cos_ptr, sin_ptr, out_ptr, scale_ptr,
         tl.store(o_ptrs, out.to(out_ptr.dtype.element_ty), mask=m_nd)
 
 
+def _token_split(N: int, block_n: int, waves: int, heads: int, device: torch.device) -> tuple[int, int]:
+    """(programs per head, tokens per program, a multiple of block_n) so that heads x programs fill `waves` waves."""
+    n_blocks = triton.cdiv(N, block_n)
+    programs = max(1, min(n_blocks, triton.cdiv(waves * sm_count(device), heads)))
+    tokens = triton.cdiv(n_blocks, programs) * block_n
+    return triton.cdiv(N, tokens), tokens
+
+
 def _pads(d: int) -> tuple[int, int]:
     # tl.dot needs every dimension >= 16; pairs are the two halves of the padded row (reshape (.., D_PAD/2, 2)).
     # At least 32: Triton 3.6 fails to compile the pair split of a 16-wide row (d <= 16 is test-only anyway).
@@ -210,11 +218,8 @@ def linear_attn_state_triton(k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor
     mode = dot_mode(v.dtype, device)
     cfg = STATE_CFG
     block_n = cfg["block_n"] if mode != 0 else _FP32_BLOCK_N
-    n_blocks = triton.cdiv(N, block_n)
     # enough programs for a few waves: B*H is only 20-40, so the tokens are split and the partial states summed
-    splits = max(1, min(n_blocks, triton.cdiv(cfg["waves"] * sm_count(device), B * H)))
-    tokens_per_split = triton.cdiv(n_blocks, splits) * block_n
-    splits = triton.cdiv(N, tokens_per_split)
+    splits, tokens_per_split = _token_split(N, block_n, cfg["waves"], B * H, device)
     vk_part = empty((splits, B * H, d, d), torch.float32, device)
     ks_part = empty((splits, B * H, d), torch.float32, device)
     _state_kernel.on(device)[(splits, B * H)](
@@ -254,11 +259,8 @@ def linear_attn_apply_triton(q: torch.Tensor, vk: torch.Tensor, k_sum: torch.Ten
     mode = dot_mode(q.dtype, device)
     cfg = APPLY_CFG
     block_n = cfg["block_n"] if mode != 0 else _FP32_BLOCK_N
-    n_blocks = triton.cdiv(N, block_n)
     # each program loads its head's state once, then streams several token tiles: a few waves of programs
-    progs_n = max(1, min(n_blocks, triton.cdiv(cfg["waves"] * sm_count(device), B * H)))
-    tokens_per_prog = triton.cdiv(n_blocks, progs_n) * block_n
-    progs_n = triton.cdiv(N, tokens_per_prog)
+    progs_n, tokens_per_prog = _token_split(N, block_n, cfg["waves"], B * H, device)
     _apply_kernel.on(device)[(progs_n, B * H)](
         q, vk, k_sum, cos, sin, out, scale,
         N, H, tokens_per_prog, float(eps),
