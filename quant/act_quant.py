@@ -12,7 +12,8 @@ import logging
 
 import torch
 
-from quant.formats import E4M3_MAX, nvfp4_quantize
+from core.kernels.fp8_out import cast_e4m3
+from quant.formats import nvfp4_quantize
 
 log = logging.getLogger("quant")
 
@@ -27,7 +28,7 @@ def set_compile(enabled: bool) -> None:
 
 def fp8_cast_eager(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """x / scale saturated to +-448, as float8_e4m3fn (the arithmetic of quant.formats.fp8_quantize)."""
-    return (x.float() / scale).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)
+    return cast_e4m3(x.float(), scale)
 
 
 def nvfp4_quantize_eager(x: torch.Tensor, global_scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
+from core.kernels.fp8_out import cast_e4m3
+
 NVFP4_BLOCK = 16
 E2M1_MAX = 6.0
 E4M3_MAX = 448.0
@@ -131,7 +133,7 @@ def fp8_quantize(x: torch.Tensor, scale: torch.Tensor | None = None) -> tuple[to
     if scale is None:
         scale = fp8_scale(x.detach().abs().amax().float())
     scale = scale.to(device=x.device, dtype=torch.float32)
-    data = (x.float() / scale).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)
+    data = cast_e4m3(x.float(), scale)
     return data, scale
 
 
