@@ -1,15 +1,22 @@
 """Triton depthwise 3x3 conv + bias + GLU on channels-last features; math in core/kernels/dwconv_glu.py.
 
-Memory-bound: per token it reads 2F inputs and writes F outputs (480p block: 15,600 tokens x 13,440 channels,
-~0.63 GB, ~0.2 ms at 3 TB/s).
+Per token it reads 2F inputs and writes F outputs (480p block: 15,600 tokens x 13,440 channels, ~0.63 GB, ~0.2 ms at
+3 TB/s), but the kernel is bound by instruction issue (ncu, run 9), so the design counts instructions per output.
 
-Version 2 (row sweep). A program owns one frame, a (BLOCK_W columns x BLOCK_C channels) strip of both GLU halves and a
-run of output rows. It walks down the input rows once: each input row is loaded at the three column shifts (the two
-shifted loads hit L1) and added into the three output rows it touches, which are carried between iterations as
-partial sums (row i completes output row i-1, then starts output row i+1), and the next row's loads are issued before
-the current row is computed (software prefetch). So each input element is read from DRAM once and, with `silu_input`,
-activated 3 times (version 1: a 16-pixel tile loaded each of the 9 taps through L2 and applied SiLU 9 times per
-element, 1.55 ms at the block's sizes; this one: ~0.8 ms, see docs/perf-notes.md)."""
+Version 4 (this one). A program owns a (BLOCK_G slots x BLOCK_C channels) strip of both GLU halves and sweeps down the
+rows of a frame once, carrying each output row's partial sums between iterations (input row i completes output row
+i-1, continues row i, starts row i+1) and loading the next row while it computes this one (software prefetch).
+- Column phases: a slot is 4 adjacent output columns w0 + p (p = 0..3), each phase its own (BLOCK_G, BLOCK_C) tile.
+  The column neighbours of phase p are phases p-1 and p+1, already in registers; only the two outer neighbours of a
+  slot are extra (L1-hit) loads. Per input element: 1.5 loads and 1.5 SiLUs (version 2 loaded each row at three
+  column shifts and applied SiLU 3 times).
+- Slots run over (frame, column group) pairs flattened across the batch, so a frame width that is not a multiple of
+  the tile (480p: 52 columns = 13 groups) leaves no lanes idle (per-frame column tiles: 52 of 64 lanes busy).
+Measured (bench/dit.py --sweep, H100, one 480p block's sizes): version 2 (row sweep, 3 shifted loads per row)
+0.55 ms, version 3 (phases, per-frame column tiles) 0.43 ms, version 4 0.39 ms. Offline SASS (sm_90, Triton 3.6): ~67
+instructions per output element for version 2, ~50 for versions 3 and 4. docs/perf-notes.md has the earlier versions
+and the attempts that were removed (tl.gather shifts, L2 prefetch, centre tiles two rows ahead).
+"""
 
 from __future__ import annotations
 
@@ -21,232 +28,231 @@ from core.kernels._triton import Kernel, empty, sm_count
 from core.kernels.dwconv_glu import _check
 
 # Launch settings (H100, one 480p block; docs/perf-notes.md); module-level so the bench can sweep them.
-# block_w / block_c: the (columns x channels) strip of a program; rows: output rows per program (None: whole frames
-# when that already gives `waves` waves of programs); fast_sigmoid: SiLU's sigmoid as 0.5 + 0.5 tanh(x/2) on the
-# GPU's tanh unit (one special-function op instead of exp + reciprocal; ~1e-3 relative error per sigmoid, used for
-# 16-bit / FP8 outputs only, whose own rounding is 4e-3 or more), for the input SiLU and the GLU gate; maxnreg: register cap per thread (None: ptxas's choice, ~178
-# for 64 x 16 x 8 warps, one program per SM); hoist_w: keep the 18 tap-weight rows in registers across the row loop
-# instead of reloading them from L1 every row (costs 18 x channels-per-thread registers).
-# Run 5 sweep (H100, one 480p block): 32 x 32, 8 warps, cap 128, hoisted: 0.59 ms, no spills (ptxas -v: 128
-# registers); 64 x 16 not hoisted: 0.71 ms; first row-sweep cut: 1.9 ms (255 registers, spills).
-# Run 11: SiLU / GLU gate as h + h tanh(h) (h = x/2) and the bias folded into each output row's first sum: 0.551 vs
-# 0.60 ms on the same machine (ncu: the kernel is issue-bound, 77% SM throughput, DRAM 31%).
-# Tried and removed (docs/perf-notes.md, runs 6-10): each row loaded once and shifted in registers with tl.gather
-# (0.64-0.68 ms at 64 x 16, no faster; 1.1 ms at 32 x 32), an L2 prefetch of rows ahead (~1.05 ms) and the centre
-# tiles loaded two rows ahead (0.87 ms at best; 2.2 ms with the 128-register cap, which then spills).
-CFG = {"block_w": 32, "block_c": 32, "num_warps": 8, "rows": None, "waves": 4, "fast_sigmoid": True, "maxnreg": 128,
-       "hoist_w": True}
+# block_g: slots (4 output columns each) per program; block_c: channels per program; rows: output rows per program
+# (None: whole frames when that already gives `waves` waves of programs); fast_sigmoid: SiLU's sigmoid as
+# 0.5 + 0.5 tanh(x/2) on the GPU's tanh unit (one special-function op instead of exp + reciprocal; ~1e-3 relative error
+# per sigmoid, used for 16-bit / FP8 outputs only, whose own rounding is 4e-3 or more), for the input SiLU and the GLU
+# gate. Registers (offline SASS): 4 x 64 and 8 x 32 at 4 warps: 128 (four programs per SM); 16 x 32: 249.
+CFG = {"block_g": 4, "block_c": 64, "num_warps": 4, "rows": None, "waves": 4, "fast_sigmoid": True}
+
+
+def _silu_ptx(n: int) -> str:
+    """PTX for n SiLUs at once (outputs $0..$n-1, inputs $n..$2n-1): SiLU(x) = h + h tanh(h), h = x / 2."""
+    body = "".join(f"mul.f32 h, ${n + k}, 0f3F000000; tanh.approx.f32 t, h; fma.rn.f32 ${k}, h, t, h; "
+                   for k in range(n))
+    return "{ .reg .f32 h, t; " + body + "}"
+
+
+# module-level constants must be constexpr to be read inside a kernel
+_SILU6_PTX = tl.constexpr(_silu_ptx(6))
+_SILU4_PTX = tl.constexpr(_silu_ptx(4))
 
 
 @Kernel
-def _dwconv_glu_rows_kernel(x_ptr, w_ptr, b_ptr, out_ptr, scale_ptr,
-                            H, W, F, rows_per_prog, n_wblocks,
-                            s_xt, s_xp, s_ot, s_op,
-                            HAS_BIAS: tl.constexpr, SILU_INPUT: tl.constexpr, FAST_SIGMOID: tl.constexpr,
-                            HOIST_W: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr,
-                            FP8_OUT: tl.constexpr = False):
+def _dwconv_glu_slots_kernel(x_ptr, w_ptr, b_ptr, out_ptr, scale_ptr,
+                             H, W, F, rows_per_prog, n_slot_blocks, n_slots, groups_per_row,
+                             s_xt, s_xp, s_ot, s_op,
+                             HAS_BIAS: tl.constexpr, SILU_INPUT: tl.constexpr, FAST_SIGMOID: tl.constexpr,
+                             BLOCK_G: tl.constexpr, BLOCK_C: tl.constexpr, FP8_OUT: tl.constexpr = False):
+    # The module docstring has the design: slots of 4 column phases, the (frame, group) pairs flattened. A slot's
+    # outer neighbours (columns 4 g - 1 and 4 g + 4 of its frame, "halo" l / r) are the only extra loads.
     pid_rw = tl.program_id(0)
     pid_c = tl.program_id(1)
-    frame = tl.program_id(2).to(tl.int64)
-    r0 = (pid_rw // n_wblocks) * rows_per_prog
+    r0 = (pid_rw // n_slot_blocks) * rows_per_prog
     r1 = tl.minimum(r0 + rows_per_prog, H)
-    offs_w = (pid_rw % n_wblocks) * BLOCK_W + tl.arange(0, BLOCK_W)     # output column
-    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)                     # output channel (GLU value half)
+    slot = (pid_rw % n_slot_blocks) * BLOCK_G + tl.arange(0, BLOCK_G)            # (G,) (frame, group) index
+    ok_slot = slot < n_slots
+    frame = (slot // groups_per_row).to(tl.int64)
+    col0 = 4 * (slot % groups_per_row)                                           # (G,) column of phase 0
+    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)                             # output channel (GLU value half)
     mask_c = offs_c < F
-    mask_w = offs_w < W
-    x_base = x_ptr + frame * s_xt
-    o_base = out_ptr + frame * s_ot
-
-    # tap weights w (9, 2F), tap = dh * 3 + dw: loaded inside the loop right before use (L1 hits). Held across the
-    # loop, the 18 weight rows of BLOCK_C channels took ~144 registers per thread and the kernel spilled.
+    x_base = x_ptr
+    o_base = out_ptr
+    # (G, C) offsets within a row (frame included) and column masks (zero padding outside the frame) of the six
+    # input tiles
+    off_0 = (frame * s_xt + col0 * s_xp)[:, None] + offs_c[None, :]
+    m_l = (ok_slot & (col0 >= 1))[:, None] & mask_c[None, :]
+    m_0 = (ok_slot & (col0 < W))[:, None] & mask_c[None, :]
+    m_1 = (ok_slot & (col0 + 1 < W))[:, None] & mask_c[None, :]
+    m_2 = (ok_slot & (col0 + 2 < W))[:, None] & mask_c[None, :]
+    m_3 = (ok_slot & (col0 + 3 < W))[:, None] & mask_c[None, :]
+    m_r = (ok_slot & (col0 + 4 < W))[:, None] & mask_c[None, :]
+    # tap weights (9, 2F), tap = dh * 3 + dw, in registers for the whole sweep
     wa_ptr = w_ptr + offs_c
     wg_ptr = w_ptr + F + offs_c
-    if HOIST_W:   # alternative: all 18 weight rows in registers for the whole loop (fewer loads, more registers)
-        wa0 = tl.load(wa_ptr + 0 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-        wa1 = tl.load(wa_ptr + 1 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-        wa2 = tl.load(wa_ptr + 2 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-        wa3 = tl.load(wa_ptr + 3 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-        wa4 = tl.load(wa_ptr + 4 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-        wa5 = tl.load(wa_ptr + 5 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-        wa6 = tl.load(wa_ptr + 6 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-        wa7 = tl.load(wa_ptr + 7 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-        wa8 = tl.load(wa_ptr + 8 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-        wg0 = tl.load(wg_ptr + 0 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-        wg1 = tl.load(wg_ptr + 1 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-        wg2 = tl.load(wg_ptr + 2 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-        wg3 = tl.load(wg_ptr + 3 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-        wg4 = tl.load(wg_ptr + 4 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-        wg5 = tl.load(wg_ptr + 5 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-        wg6 = tl.load(wg_ptr + 6 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-        wg7 = tl.load(wg_ptr + 7 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-        wg8 = tl.load(wg_ptr + 8 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-    else:
-        wa0 = tl.zeros((1, BLOCK_C), dtype=tl.float32)
-        wa1 = tl.zeros((1, BLOCK_C), dtype=tl.float32)
-        wa2 = tl.zeros((1, BLOCK_C), dtype=tl.float32)
-        wa3 = tl.zeros((1, BLOCK_C), dtype=tl.float32)
-        wa4 = tl.zeros((1, BLOCK_C), dtype=tl.float32)
-        wa5 = tl.zeros((1, BLOCK_C), dtype=tl.float32)
-        wa6 = tl.zeros((1, BLOCK_C), dtype=tl.float32)
-        wa7 = tl.zeros((1, BLOCK_C), dtype=tl.float32)
-        wa8 = tl.zeros((1, BLOCK_C), dtype=tl.float32)
-        wg0 = tl.zeros((1, BLOCK_C), dtype=tl.float32)
-        wg1 = tl.zeros((1, BLOCK_C), dtype=tl.float32)
-        wg2 = tl.zeros((1, BLOCK_C), dtype=tl.float32)
-        wg3 = tl.zeros((1, BLOCK_C), dtype=tl.float32)
-        wg4 = tl.zeros((1, BLOCK_C), dtype=tl.float32)
-        wg5 = tl.zeros((1, BLOCK_C), dtype=tl.float32)
-        wg6 = tl.zeros((1, BLOCK_C), dtype=tl.float32)
-        wg7 = tl.zeros((1, BLOCK_C), dtype=tl.float32)
-        wg8 = tl.zeros((1, BLOCK_C), dtype=tl.float32)
-    # column shifts: input column = output column - 1, +0, +1 (zero padding outside the frame)
-    col_l = offs_w - 1
-    col_r = offs_w + 1
-    ok_l = (col_l >= 0) & (col_l < W)
-    ok_c = mask_w
-    ok_r = col_r < W
-    # pointer offsets of the three column shifts within a row, and their masks (without the row's own validity)
-    off_l = col_l[:, None] * s_xp + offs_c[None, :]
-    off_c = offs_w[:, None] * s_xp + offs_c[None, :]
-    off_r = col_r[:, None] * s_xp + offs_c[None, :]
-    # the bias starts each output row's sum (cur_* below), so it is added once per output without a separate add
-    if HAS_BIAS:
+    wa0 = tl.load(wa_ptr + 0 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+    wa1 = tl.load(wa_ptr + 1 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+    wa2 = tl.load(wa_ptr + 2 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+    wa3 = tl.load(wa_ptr + 3 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+    wa4 = tl.load(wa_ptr + 4 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+    wa5 = tl.load(wa_ptr + 5 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+    wa6 = tl.load(wa_ptr + 6 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+    wa7 = tl.load(wa_ptr + 7 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+    wa8 = tl.load(wa_ptr + 8 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+    wg0 = tl.load(wg_ptr + 0 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+    wg1 = tl.load(wg_ptr + 1 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+    wg2 = tl.load(wg_ptr + 2 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+    wg3 = tl.load(wg_ptr + 3 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+    wg4 = tl.load(wg_ptr + 4 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+    wg5 = tl.load(wg_ptr + 5 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+    wg6 = tl.load(wg_ptr + 6 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+    wg7 = tl.load(wg_ptr + 7 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+    wg8 = tl.load(wg_ptr + 8 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+    if HAS_BIAS:   # the bias starts each output row's sum (cur_* below)
         bias_a = tl.load(b_ptr + offs_c, mask=mask_c, other=0.0).to(tl.float32)[None, :]
         bias_g = tl.load(b_ptr + F + offs_c, mask=mask_c, other=0.0).to(tl.float32)[None, :]
     else:
         bias_a = tl.zeros((1, BLOCK_C), dtype=tl.float32)
         bias_g = tl.zeros((1, BLOCK_C), dtype=tl.float32)
-    # FP8 output: multiply by 1/scale (one division per program; at most 1 ulp of fp32 from value / scale, far below
-    # the E4M3 step)
     inv_scale = 1.0 / tl.load(scale_ptr) if FP8_OUT else 1.0
-    # partial sums: prev_* = output row i-1 (rows i-2, i-1 added), cur_* = output row i (row i-1 added)
-    prev_a = tl.zeros((BLOCK_W, BLOCK_C), dtype=tl.float32)
-    prev_g = tl.zeros((BLOCK_W, BLOCK_C), dtype=tl.float32)
-    cur_a = tl.zeros((BLOCK_W, BLOCK_C), dtype=tl.float32)
-    cur_g = tl.zeros((BLOCK_W, BLOCK_C), dtype=tl.float32)
-    # software prefetch: row i+1 is loaded while row i is computed (Triton pipelines only loads that feed dots;
-    # without it a program had one row of loads in flight and the kernel ran at ~0.8 TB/s, latency-bound)
-    jv = offs_w * 0 + (r0 - 1)                                           # (BLOCK_W,) first input row
-    ok = (jv >= 0) & (jv < H)
+    # partial sums per phase: p* = output row i-1 (rows i-2, i-1 added), c* = output row i (row i-1 added)
+    pa0 = tl.zeros((BLOCK_G, BLOCK_C), dtype=tl.float32)
+    pa1 = tl.zeros((BLOCK_G, BLOCK_C), dtype=tl.float32)
+    pa2 = tl.zeros((BLOCK_G, BLOCK_C), dtype=tl.float32)
+    pa3 = tl.zeros((BLOCK_G, BLOCK_C), dtype=tl.float32)
+    pg0 = tl.zeros((BLOCK_G, BLOCK_C), dtype=tl.float32)
+    pg1 = tl.zeros((BLOCK_G, BLOCK_C), dtype=tl.float32)
+    pg2 = tl.zeros((BLOCK_G, BLOCK_C), dtype=tl.float32)
+    pg3 = tl.zeros((BLOCK_G, BLOCK_C), dtype=tl.float32)
+    ca0 = tl.zeros((BLOCK_G, BLOCK_C), dtype=tl.float32)
+    ca1 = tl.zeros((BLOCK_G, BLOCK_C), dtype=tl.float32)
+    ca2 = tl.zeros((BLOCK_G, BLOCK_C), dtype=tl.float32)
+    ca3 = tl.zeros((BLOCK_G, BLOCK_C), dtype=tl.float32)
+    cg0 = tl.zeros((BLOCK_G, BLOCK_C), dtype=tl.float32)
+    cg1 = tl.zeros((BLOCK_G, BLOCK_C), dtype=tl.float32)
+    cg2 = tl.zeros((BLOCK_G, BLOCK_C), dtype=tl.float32)
+    cg3 = tl.zeros((BLOCK_G, BLOCK_C), dtype=tl.float32)
+    # software prefetch: the next input row's twelve tiles are loaded while this row is computed
+    zero_g = col0 * 0      # row conditions as (G, 1) vectors: the interpreter cannot mask with a scalar
+    ok = (zero_g + r0 >= 1)[:, None]                                   # input row r0 - 1 exists
     rb = x_base + (r0 - 1) * W * s_xp
-    na_l = tl.load(rb + off_l, mask=(ok_l & ok)[:, None] & mask_c[None, :], other=0.0)
-    na_c = tl.load(rb + off_c, mask=(ok_c & ok)[:, None] & mask_c[None, :], other=0.0)
-    na_r = tl.load(rb + off_r, mask=(ok_r & ok)[:, None] & mask_c[None, :], other=0.0)
-    ng_l = tl.load(rb + F + off_l, mask=(ok_l & ok)[:, None] & mask_c[None, :], other=0.0)
-    ng_c = tl.load(rb + F + off_c, mask=(ok_c & ok)[:, None] & mask_c[None, :], other=0.0)
-    ng_r = tl.load(rb + F + off_r, mask=(ok_r & ok)[:, None] & mask_c[None, :], other=0.0)
-    for i in range(r0 - 1, r1 + 1):                                      # input rows
-        iv = offs_w * 0 + i                                              # (BLOCK_W,) row index as a vector
+    na_l = tl.load(rb + off_0 - s_xp, mask=m_l & ok, other=0.0)
+    na_0 = tl.load(rb + off_0, mask=m_0 & ok, other=0.0)
+    na_1 = tl.load(rb + off_0 + s_xp, mask=m_1 & ok, other=0.0)
+    na_2 = tl.load(rb + off_0 + 2 * s_xp, mask=m_2 & ok, other=0.0)
+    na_3 = tl.load(rb + off_0 + 3 * s_xp, mask=m_3 & ok, other=0.0)
+    na_r = tl.load(rb + off_0 + 4 * s_xp, mask=m_r & ok, other=0.0)
+    ng_l = tl.load(rb + F + off_0 - s_xp, mask=m_l & ok, other=0.0)
+    ng_0 = tl.load(rb + F + off_0, mask=m_0 & ok, other=0.0)
+    ng_1 = tl.load(rb + F + off_0 + s_xp, mask=m_1 & ok, other=0.0)
+    ng_2 = tl.load(rb + F + off_0 + 2 * s_xp, mask=m_2 & ok, other=0.0)
+    ng_3 = tl.load(rb + F + off_0 + 3 * s_xp, mask=m_3 & ok, other=0.0)
+    ng_r = tl.load(rb + F + off_0 + 4 * s_xp, mask=m_r & ok, other=0.0)
+    for i in range(r0 - 1, r1 + 1):                                    # input rows
         xa_l = na_l.to(tl.float32)
-        xa_c = na_c.to(tl.float32)
+        xa_0 = na_0.to(tl.float32)
+        xa_1 = na_1.to(tl.float32)
+        xa_2 = na_2.to(tl.float32)
+        xa_3 = na_3.to(tl.float32)
         xa_r = na_r.to(tl.float32)
         xg_l = ng_l.to(tl.float32)
-        xg_c = ng_c.to(tl.float32)
+        xg_0 = ng_0.to(tl.float32)
+        xg_1 = ng_1.to(tl.float32)
+        xg_2 = ng_2.to(tl.float32)
+        xg_3 = ng_3.to(tl.float32)
         xg_r = ng_r.to(tl.float32)
-        ok = (iv + 1 < H) & (iv + 1 <= r1)                               # row i+1 is needed and exists
+        ok = ((zero_g + i + 1 < H) & (zero_g + i + 1 <= r1))[:, None]  # row i+1 is needed and exists
         rb = x_base + (i + 1) * W * s_xp
-        na_l = tl.load(rb + off_l, mask=(ok_l & ok)[:, None] & mask_c[None, :], other=0.0)
-        na_c = tl.load(rb + off_c, mask=(ok_c & ok)[:, None] & mask_c[None, :], other=0.0)
-        na_r = tl.load(rb + off_r, mask=(ok_r & ok)[:, None] & mask_c[None, :], other=0.0)
-        ng_l = tl.load(rb + F + off_l, mask=(ok_l & ok)[:, None] & mask_c[None, :], other=0.0)
-        ng_c = tl.load(rb + F + off_c, mask=(ok_c & ok)[:, None] & mask_c[None, :], other=0.0)
-        ng_r = tl.load(rb + F + off_r, mask=(ok_r & ok)[:, None] & mask_c[None, :], other=0.0)
+        na_l = tl.load(rb + off_0 - s_xp, mask=m_l & ok, other=0.0)
+        na_0 = tl.load(rb + off_0, mask=m_0 & ok, other=0.0)
+        na_1 = tl.load(rb + off_0 + s_xp, mask=m_1 & ok, other=0.0)
+        na_2 = tl.load(rb + off_0 + 2 * s_xp, mask=m_2 & ok, other=0.0)
+        na_3 = tl.load(rb + off_0 + 3 * s_xp, mask=m_3 & ok, other=0.0)
+        na_r = tl.load(rb + off_0 + 4 * s_xp, mask=m_r & ok, other=0.0)
+        ng_l = tl.load(rb + F + off_0 - s_xp, mask=m_l & ok, other=0.0)
+        ng_0 = tl.load(rb + F + off_0, mask=m_0 & ok, other=0.0)
+        ng_1 = tl.load(rb + F + off_0 + s_xp, mask=m_1 & ok, other=0.0)
+        ng_2 = tl.load(rb + F + off_0 + 2 * s_xp, mask=m_2 & ok, other=0.0)
+        ng_3 = tl.load(rb + F + off_0 + 3 * s_xp, mask=m_3 & ok, other=0.0)
+        ng_r = tl.load(rb + F + off_0 + 4 * s_xp, mask=m_r & ok, other=0.0)
         if SILU_INPUT:  # zero padding stays zero: SiLU(0) = 0
-            if FAST_SIGMOID:
-                xa_l = 0.5 * xa_l    # SiLU(x) = h + h tanh(h), h = x/2: one MUFU op, one FMA
-                xa_l = xa_l + xa_l * tl.inline_asm_elementwise(
-                    "tanh.approx.f32 $0, $1;", "=r,r", [xa_l], dtype=tl.float32, is_pure=True, pack=1)
-                xa_c = 0.5 * xa_c    # SiLU(x) = h + h tanh(h), h = x/2: one MUFU op, one FMA
-                xa_c = xa_c + xa_c * tl.inline_asm_elementwise(
-                    "tanh.approx.f32 $0, $1;", "=r,r", [xa_c], dtype=tl.float32, is_pure=True, pack=1)
-                xa_r = 0.5 * xa_r    # SiLU(x) = h + h tanh(h), h = x/2: one MUFU op, one FMA
-                xa_r = xa_r + xa_r * tl.inline_asm_elementwise(
-                    "tanh.approx.f32 $0, $1;", "=r,r", [xa_r], dtype=tl.float32, is_pure=True, pack=1)
+            if FAST_SIGMOID:   # SiLU(x) = h + h tanh(h), h = x / 2: one MUFU op, one FMUL, one FMA per value
+                xa_l, xa_0, xa_1, xa_2, xa_3, xa_r = tl.inline_asm_elementwise(
+                    _SILU6_PTX, "=r,=r,=r,=r,=r,=r,r,r,r,r,r,r", [xa_l, xa_0, xa_1, xa_2, xa_3, xa_r],
+                    dtype=(tl.float32,) * 6, is_pure=True, pack=1)
+                xg_l, xg_0, xg_1, xg_2, xg_3, xg_r = tl.inline_asm_elementwise(
+                    _SILU6_PTX, "=r,=r,=r,=r,=r,=r,r,r,r,r,r,r", [xg_l, xg_0, xg_1, xg_2, xg_3, xg_r],
+                    dtype=(tl.float32,) * 6, is_pure=True, pack=1)
             else:
                 xa_l = xa_l * tl.sigmoid(xa_l)
-                xa_c = xa_c * tl.sigmoid(xa_c)
+                xa_0 = xa_0 * tl.sigmoid(xa_0)
+                xa_1 = xa_1 * tl.sigmoid(xa_1)
+                xa_2 = xa_2 * tl.sigmoid(xa_2)
+                xa_3 = xa_3 * tl.sigmoid(xa_3)
                 xa_r = xa_r * tl.sigmoid(xa_r)
-        # input row i is kernel row dh=2 of output row i-1, dh=1 of output row i, dh=0 of output row i+1
-        done_a = (prev_a
-                  + xa_l * (wa6 if HOIST_W else
-                               tl.load(wa_ptr + 6 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :])
-                  + xa_c * (wa7 if HOIST_W else
-                               tl.load(wa_ptr + 7 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :])
-                  + xa_r * (wa8 if HOIST_W else
-                               tl.load(wa_ptr + 8 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]))
-        prev_a = (cur_a
-                  + xa_l * (wa3 if HOIST_W else
-                               tl.load(wa_ptr + 3 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :])
-                  + xa_c * (wa4 if HOIST_W else
-                               tl.load(wa_ptr + 4 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :])
-                  + xa_r * (wa5 if HOIST_W else
-                               tl.load(wa_ptr + 5 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]))
-        cur_a = (bias_a + xa_l * (wa0 if HOIST_W else
-                            tl.load(wa_ptr + 0 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :])
-                 + xa_c * (wa1 if HOIST_W else
-                              tl.load(wa_ptr + 1 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :])
-                 + xa_r * (wa2 if HOIST_W else
-                              tl.load(wa_ptr + 2 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]))
-        if SILU_INPUT:
-            if FAST_SIGMOID:
-                xg_l = 0.5 * xg_l    # SiLU(x) = h + h tanh(h), h = x/2: one MUFU op, one FMA
-                xg_l = xg_l + xg_l * tl.inline_asm_elementwise(
-                    "tanh.approx.f32 $0, $1;", "=r,r", [xg_l], dtype=tl.float32, is_pure=True, pack=1)
-                xg_c = 0.5 * xg_c    # SiLU(x) = h + h tanh(h), h = x/2: one MUFU op, one FMA
-                xg_c = xg_c + xg_c * tl.inline_asm_elementwise(
-                    "tanh.approx.f32 $0, $1;", "=r,r", [xg_c], dtype=tl.float32, is_pure=True, pack=1)
-                xg_r = 0.5 * xg_r    # SiLU(x) = h + h tanh(h), h = x/2: one MUFU op, one FMA
-                xg_r = xg_r + xg_r * tl.inline_asm_elementwise(
-                    "tanh.approx.f32 $0, $1;", "=r,r", [xg_r], dtype=tl.float32, is_pure=True, pack=1)
-            else:
                 xg_l = xg_l * tl.sigmoid(xg_l)
-                xg_c = xg_c * tl.sigmoid(xg_c)
+                xg_0 = xg_0 * tl.sigmoid(xg_0)
+                xg_1 = xg_1 * tl.sigmoid(xg_1)
+                xg_2 = xg_2 * tl.sigmoid(xg_2)
+                xg_3 = xg_3 * tl.sigmoid(xg_3)
                 xg_r = xg_r * tl.sigmoid(xg_r)
-        done_g = (prev_g
-                  + xg_l * (wg6 if HOIST_W else
-                               tl.load(wg_ptr + 6 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :])
-                  + xg_c * (wg7 if HOIST_W else
-                               tl.load(wg_ptr + 7 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :])
-                  + xg_r * (wg8 if HOIST_W else
-                               tl.load(wg_ptr + 8 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]))
-        prev_g = (cur_g
-                  + xg_l * (wg3 if HOIST_W else
-                               tl.load(wg_ptr + 3 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :])
-                  + xg_c * (wg4 if HOIST_W else
-                               tl.load(wg_ptr + 4 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :])
-                  + xg_r * (wg5 if HOIST_W else
-                               tl.load(wg_ptr + 5 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]))
-        cur_g = (bias_g + xg_l * (wg0 if HOIST_W else
-                            tl.load(wg_ptr + 0 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :])
-                 + xg_c * (wg1 if HOIST_W else
-                              tl.load(wg_ptr + 1 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :])
-                 + xg_r * (wg2 if HOIST_W else
-                              tl.load(wg_ptr + 2 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]))
+        # input row i is kernel row dh=2 of output row i-1 (done), dh=1 of row i (p), dh=0 of row i+1 (c);
+        # phase p's left / centre / right inputs are tiles p-1 / p / p+1 (l and r at the ends)
+        da0 = pa0 + xa_l * wa6 + xa_0 * wa7 + xa_1 * wa8
+        da1 = pa1 + xa_0 * wa6 + xa_1 * wa7 + xa_2 * wa8
+        da2 = pa2 + xa_1 * wa6 + xa_2 * wa7 + xa_3 * wa8
+        da3 = pa3 + xa_2 * wa6 + xa_3 * wa7 + xa_r * wa8
+        pa0 = ca0 + xa_l * wa3 + xa_0 * wa4 + xa_1 * wa5
+        pa1 = ca1 + xa_0 * wa3 + xa_1 * wa4 + xa_2 * wa5
+        pa2 = ca2 + xa_1 * wa3 + xa_2 * wa4 + xa_3 * wa5
+        pa3 = ca3 + xa_2 * wa3 + xa_3 * wa4 + xa_r * wa5
+        ca0 = bias_a + xa_l * wa0 + xa_0 * wa1 + xa_1 * wa2
+        ca1 = bias_a + xa_0 * wa0 + xa_1 * wa1 + xa_2 * wa2
+        ca2 = bias_a + xa_1 * wa0 + xa_2 * wa1 + xa_3 * wa2
+        ca3 = bias_a + xa_2 * wa0 + xa_3 * wa1 + xa_r * wa2
+        dg0 = pg0 + xg_l * wg6 + xg_0 * wg7 + xg_1 * wg8
+        dg1 = pg1 + xg_0 * wg6 + xg_1 * wg7 + xg_2 * wg8
+        dg2 = pg2 + xg_1 * wg6 + xg_2 * wg7 + xg_3 * wg8
+        dg3 = pg3 + xg_2 * wg6 + xg_3 * wg7 + xg_r * wg8
+        pg0 = cg0 + xg_l * wg3 + xg_0 * wg4 + xg_1 * wg5
+        pg1 = cg1 + xg_0 * wg3 + xg_1 * wg4 + xg_2 * wg5
+        pg2 = cg2 + xg_1 * wg3 + xg_2 * wg4 + xg_3 * wg5
+        pg3 = cg3 + xg_2 * wg3 + xg_3 * wg4 + xg_r * wg5
+        cg0 = bias_g + xg_l * wg0 + xg_0 * wg1 + xg_1 * wg2
+        cg1 = bias_g + xg_0 * wg0 + xg_1 * wg1 + xg_2 * wg2
+        cg2 = bias_g + xg_1 * wg0 + xg_2 * wg1 + xg_3 * wg2
+        cg3 = bias_g + xg_2 * wg0 + xg_3 * wg1 + xg_r * wg2
+        # GLU: out = a * SiLU(g)
         if FAST_SIGMOID:
-            done_g = 0.5 * done_g
-            out = done_a * (done_g + done_g * tl.inline_asm_elementwise(
-                "tanh.approx.f32 $0, $1;", "=r,r", [done_g], dtype=tl.float32, is_pure=True, pack=1))
+            dg0, dg1, dg2, dg3 = tl.inline_asm_elementwise(
+                _SILU4_PTX, "=r,=r,=r,=r,r,r,r,r", [dg0, dg1, dg2, dg3], dtype=(tl.float32,) * 4, is_pure=True,
+                pack=1)
         else:
-            out = done_a * (done_g * tl.sigmoid(done_g))
+            dg0 = dg0 * tl.sigmoid(dg0)
+            dg1 = dg1 * tl.sigmoid(dg1)
+            dg2 = dg2 * tl.sigmoid(dg2)
+            dg3 = dg3 * tl.sigmoid(dg3)
+        o0 = da0 * dg0
+        o1 = da1 * dg1
+        o2 = da2 * dg2
+        o3 = da3 * dg3
         if FP8_OUT:   # E4M3 for an FP8 consumer (core/kernels/fp8_out.py): value / scale, saturated, RNE
-            out = tl.clamp(out * inv_scale, -448.0, 448.0)
-        m_o = (mask_w & (iv - 1 >= r0))[:, None] & mask_c[None, :]
-        tl.store(o_base + ((iv - 1) * W + offs_w).to(tl.int64)[:, None] * s_op + offs_c[None, :],
-                 out.to(out_ptr.dtype.element_ty), mask=m_o)
+            o0 = tl.clamp(o0 * inv_scale, -448.0, 448.0)
+            o1 = tl.clamp(o1 * inv_scale, -448.0, 448.0)
+            o2 = tl.clamp(o2 * inv_scale, -448.0, 448.0)
+            o3 = tl.clamp(o3 * inv_scale, -448.0, 448.0)
+        store = (zero_g + i - 1 >= r0)[:, None]                          # output row i-1 belongs to this program
+        ob = (o_base + ((i - 1) * W).to(tl.int64) * s_op
+              + (frame * s_ot + col0.to(tl.int64) * s_op)[:, None] + offs_c[None, :])
+        tl.store(ob, o0.to(out_ptr.dtype.element_ty), mask=m_0 & store)
+        tl.store(ob + s_op, o1.to(out_ptr.dtype.element_ty), mask=m_1 & store)
+        tl.store(ob + 2 * s_op, o2.to(out_ptr.dtype.element_ty), mask=m_2 & store)
+        tl.store(ob + 3 * s_op, o3.to(out_ptr.dtype.element_ty), mask=m_3 & store)
 
 
-def launch_shape(BT: int, H: int, W: int, F: int, device: torch.device) -> tuple[int, int, int, int]:
-    """(BLOCK_W, BLOCK_C, rows per program, column blocks) for a (BT, H, W, 2F) input under CFG."""
-    block_w = max(16, min(triton.next_power_of_2(max(W, 1)), CFG["block_w"]))
+def launch_shape(BT: int, H: int, W: int, F: int, device: torch.device) -> tuple[int, int, int, int, int]:
+    """(BLOCK_G, BLOCK_C, rows per program, slot blocks, slots) for a (BT, H, W, 2F) input under CFG."""
+    slots = BT * triton.cdiv(W, 4)
+    block_g = max(1, min(CFG["block_g"], triton.next_power_of_2(slots)))
     block_c = max(16, min(CFG["block_c"], triton.next_power_of_2(max(F, 1))))
-    n_wblocks = triton.cdiv(W, block_w)
+    slot_blocks = triton.cdiv(slots, block_g)
     rows = CFG["rows"]
     if rows is None:
         # whole frames when that already gives enough programs, else shorter runs of rows (2 extra rows each)
-        base = BT * n_wblocks * triton.cdiv(F, block_c)
+        base = slot_blocks * triton.cdiv(F, block_c)
         want = CFG["waves"] * sm_count(device)
         rows = H if base >= want else max(4, triton.cdiv(H * base, want))
-    return block_w, block_c, max(1, min(rows, H)), n_wblocks
+    return block_g, block_c, max(1, min(rows, H)), slot_blocks, slots
 
 
 def dwconv3x3_glu_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -268,15 +274,12 @@ def dwconv3x3_glu_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     scale = w if out_scale is None else out_scale.to(device=x.device, dtype=torch.float32).reshape(1)
     if BT * H * W * F == 0:
         return out
-    block_w, block_c, rows, n_wblocks = launch_shape(BT, H, W, F, x.device)
-    grid = (triton.cdiv(H, rows) * n_wblocks, triton.cdiv(F, block_c), BT)
-    _dwconv_glu_rows_kernel.on(x.device)[grid](
-        x, w, b, out, scale, H, W, F, rows, n_wblocks,
-        x.stride(0), C, out.stride(0), F,
+    block_g, block_c, rows, slot_blocks, slots = launch_shape(BT, H, W, F, x.device)
+    grid = (triton.cdiv(H, rows) * slot_blocks, triton.cdiv(F, block_c))
+    _dwconv_glu_slots_kernel.on(x.device)[grid](
+        x, w, b, out, scale, H, W, F, rows, slot_blocks, slots, triton.cdiv(W, 4), x.stride(0), C, out.stride(0), F,
         HAS_BIAS=bias is not None, SILU_INPUT=bool(silu_input),
         FAST_SIGMOID=bool(CFG["fast_sigmoid"]) and x.is_cuda and x.element_size() == 2,
-        HOIST_W=bool(CFG.get("hoist_w")),
-        BLOCK_W=block_w, BLOCK_C=block_c, FP8_OUT=out_scale is not None,
-        num_warps=CFG["num_warps"], **({"maxnreg": CFG["maxnreg"]} if CFG.get("maxnreg") else {}),
+        BLOCK_G=block_g, BLOCK_C=block_c, FP8_OUT=out_scale is not None, num_warps=CFG["num_warps"],
     )
     return out
