@@ -1,7 +1,7 @@
 """Triton kernel for LayerNorm (no affine) + modulation; math and shapes in core/kernels/layernorm_modulate.py.
 
-One program per token row: the row (D = 2240 -> 4096 lanes, masked) stays in registers between the statistics and
-the output, so x is read once and the result written once (memory-bound: 2 * N * D * 2 bytes)."""
+One program per CFG["rows"] token rows: the rows (D = 2240 -> 4096 lanes, masked) stay in registers between the
+statistics and the output, so x is read once and the result written once (memory-bound: 2 * N * D * 2 bytes)."""
 
 from __future__ import annotations
 
@@ -12,58 +12,64 @@ import triton.language as tl
 from core.kernels._triton import Kernel, empty
 from core.kernels.layernorm_modulate import modulation_groups
 
+# Launch settings: rows per program (a (ROWS, BLOCK_D) tile: more bytes in flight per program) and warps.
+# Module-level so that the bench can sweep them.
+CFG = {"rows": 2, "num_warps": 8}
+
 
 @Kernel
 def _ln_mod_kernel(x_ptr, shift_ptr, scale_ptr, out_ptr,
-                   N, D, tokens_per_group, eps,
+                   M, N, D, tokens_per_group, eps,
                    s_xb, s_xn, s_shb, s_shg, s_scb, s_scg, s_ob, s_on,
-                   BLOCK_D: tl.constexpr):
-    row = tl.program_id(0)
-    b = (row // N).to(tl.int64)
-    n = (row % N).to(tl.int64)
+                   ROWS: tl.constexpr, BLOCK_D: tl.constexpr):
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)                 # flattened (b, n) rows
+    row_ok = rows < M
+    b = (rows // N).to(tl.int64)
+    n = (rows % N).to(tl.int64)
     g = n // tokens_per_group
     offs = tl.arange(0, BLOCK_D)
-    mask = offs < D
-    x = tl.load(x_ptr + b * s_xb + n * s_xn + offs, mask=mask, other=0.0).to(tl.float32)
-    mean = tl.sum(x, axis=0) / D
-    xc = tl.where(mask, x - mean, 0.0)
-    var = tl.sum(xc * xc, axis=0) / D
-    y = xc * tl.div_rn(1.0, tl.sqrt_rn(var + eps))   # IEEE sqrt and division: tl.rsqrt is approximate
-    shift = tl.load(shift_ptr + b * s_shb + g * s_shg + offs, mask=mask, other=0.0).to(tl.float32)
-    scale = tl.load(scale_ptr + b * s_scb + g * s_scg + offs, mask=mask, other=0.0).to(tl.float32)
+    m2 = row_ok[:, None] & (offs < D)[None, :]
+    x = tl.load(x_ptr + (b * s_xb + n * s_xn)[:, None] + offs[None, :], mask=m2, other=0.0).to(tl.float32)
+    mean = tl.sum(x, axis=1) / D
+    xc = tl.where(m2, x - mean[:, None], 0.0)
+    var = tl.sum(xc * xc, axis=1) / D
+    y = xc * tl.div_rn(1.0, tl.sqrt_rn(var + eps))[:, None]   # IEEE sqrt and division: tl.rsqrt is approximate
+    shift = tl.load(shift_ptr + (b * s_shb + g * s_shg)[:, None] + offs[None, :], mask=m2, other=0.0).to(tl.float32)
+    scale = tl.load(scale_ptr + (b * s_scb + g * s_scg)[:, None] + offs[None, :], mask=m2, other=0.0).to(tl.float32)
     y = y * (1.0 + scale) + shift
-    tl.store(out_ptr + b * s_ob + n * s_on + offs, y.to(out_ptr.dtype.element_ty), mask=mask)
+    tl.store(out_ptr + (b * s_ob + n * s_on)[:, None] + offs[None, :], y.to(out_ptr.dtype.element_ty), mask=m2)
 
 
 @Kernel
 def _add_ln_mod_kernel(x_ptr, y_ptr, gate_ptr, shift_ptr, scale_ptr, xout_ptr, out_ptr,
-                       N, D, tokens_per_group, gate_tokens_per_group, eps,
+                       M, N, D, tokens_per_group, gate_tokens_per_group, eps,
                        s_xb, s_xn, s_yb, s_yn, s_gb, s_gg, s_shb, s_shg, s_scb, s_scg, s_ob, s_on,
-                       HAS_GATE: tl.constexpr, BLOCK_D: tl.constexpr):
+                       HAS_GATE: tl.constexpr, ROWS: tl.constexpr, BLOCK_D: tl.constexpr):
     # x_new = x + gate * y (stored, rounded to x's dtype), then LayerNorm + modulation of the stored value
-    row = tl.program_id(0)
-    b = (row // N).to(tl.int64)
-    n = (row % N).to(tl.int64)
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)                 # flattened (b, n) rows
+    row_ok = rows < M
+    b = (rows // N).to(tl.int64)
+    n = (rows % N).to(tl.int64)
     offs = tl.arange(0, BLOCK_D)
-    mask = offs < D
-    x = tl.load(x_ptr + b * s_xb + n * s_xn + offs, mask=mask, other=0.0).to(tl.float32)
-    y = tl.load(y_ptr + b * s_yb + n * s_yn + offs, mask=mask, other=0.0).to(tl.float32)
+    m2 = row_ok[:, None] & (offs < D)[None, :]
+    x = tl.load(x_ptr + (b * s_xb + n * s_xn)[:, None] + offs[None, :], mask=m2, other=0.0).to(tl.float32)
+    y = tl.load(y_ptr + (b * s_yb + n * s_yn)[:, None] + offs[None, :], mask=m2, other=0.0).to(tl.float32)
     if HAS_GATE:
         gg = n // gate_tokens_per_group
-        gate = tl.load(gate_ptr + b * s_gb + gg * s_gg + offs, mask=mask, other=0.0).to(tl.float32)
-        y = y * gate
+        gate = tl.load(gate_ptr + (b * s_gb + gg * s_gg)[:, None] + offs[None, :], mask=m2, other=0.0)
+        y = y * gate.to(tl.float32)
     x_new = (x + y).to(xout_ptr.dtype.element_ty)
-    tl.store(xout_ptr + b * s_ob + n * s_on + offs, x_new, mask=mask)
+    tl.store(xout_ptr + (b * s_ob + n * s_on)[:, None] + offs[None, :], x_new, mask=m2)
     x = x_new.to(tl.float32)
-    mean = tl.sum(x, axis=0) / D
-    xc = tl.where(mask, x - mean, 0.0)
-    var = tl.sum(xc * xc, axis=0) / D
-    h = xc * tl.div_rn(1.0, tl.sqrt_rn(var + eps))
+    mean = tl.sum(x, axis=1) / D
+    xc = tl.where(m2, x - mean[:, None], 0.0)
+    var = tl.sum(xc * xc, axis=1) / D
+    h = xc * tl.div_rn(1.0, tl.sqrt_rn(var + eps))[:, None]
     g = n // tokens_per_group
-    shift = tl.load(shift_ptr + b * s_shb + g * s_shg + offs, mask=mask, other=0.0).to(tl.float32)
-    scale = tl.load(scale_ptr + b * s_scb + g * s_scg + offs, mask=mask, other=0.0).to(tl.float32)
+    shift = tl.load(shift_ptr + (b * s_shb + g * s_shg)[:, None] + offs[None, :], mask=m2, other=0.0).to(tl.float32)
+    scale = tl.load(scale_ptr + (b * s_scb + g * s_scg)[:, None] + offs[None, :], mask=m2, other=0.0).to(tl.float32)
     h = h * (1.0 + scale) + shift
-    tl.store(out_ptr + b * s_ob + n * s_on + offs, h.to(out_ptr.dtype.element_ty), mask=mask)
+    tl.store(out_ptr + (b * s_ob + n * s_on)[:, None] + offs[None, :], h.to(out_ptr.dtype.element_ty), mask=m2)
 
 
 def _groups_last_contiguous(m: torch.Tensor, B: int, N: int, D: int) -> torch.Tensor:
@@ -88,12 +94,13 @@ def add_layernorm_modulate_triton(x: torch.Tensor, y: torch.Tensor, gate: torch.
     if B * N == 0:
         return x_new, out
     block_d = triton.next_power_of_2(D)
-    _add_ln_mod_kernel.on(x.device)[(B * N,)](
+    rows = CFG["rows"]
+    _add_ln_mod_kernel.on(x.device)[(triton.cdiv(B * N, rows),)](
         x, y, gate_g, shift_g, scale_g, x_new, out,
-        N, D, N // shift_g.shape[1], N // gate_g.shape[1], float(eps),
+        B * N, N, D, N // shift_g.shape[1], N // gate_g.shape[1], float(eps),
         x.stride(0), x.stride(1), y.stride(0), y.stride(1), gate_g.stride(0), gate_g.stride(1),
         shift_g.stride(0), shift_g.stride(1), scale_g.stride(0), scale_g.stride(1), out.stride(0), out.stride(1),
-        HAS_GATE=gate is not None, BLOCK_D=block_d, num_warps=8 if block_d >= 2048 else 4,
+        HAS_GATE=gate is not None, ROWS=rows, BLOCK_D=block_d, num_warps=CFG["num_warps"] if block_d >= 2048 else 4,
     )
     return x_new, out
 
@@ -118,11 +125,12 @@ def layernorm_modulate_triton(x: torch.Tensor, shift: torch.Tensor, scale: torch
     if B * N == 0:
         return out
     block_d = triton.next_power_of_2(D)
-    _ln_mod_kernel.on(x.device)[(B * N,)](
+    rows = CFG["rows"]
+    _ln_mod_kernel.on(x.device)[(triton.cdiv(B * N, rows),)](
         x, shift_g, scale_g, out,
-        N, D, N // shift_g.shape[1], float(eps),
+        B * N, N, D, N // shift_g.shape[1], float(eps),
         x.stride(0), x.stride(1), shift_g.stride(0), shift_g.stride(1), scale_g.stride(0), scale_g.stride(1),
         out.stride(0), out.stride(1),
-        BLOCK_D=block_d, num_warps=8 if block_d >= 2048 else 4,
+        ROWS=rows, BLOCK_D=block_d, num_warps=CFG["num_warps"] if block_d >= 2048 else 4,
     )
     return out
