@@ -111,3 +111,24 @@ def test_fused_paths_step_aside_for_autograd():
     out.sum().backward()
     assert model.blocks[0].attn.out.weight.grad is not None
     assert rel_err(out.detach(), fused) < 1e-12
+
+
+def test_in_place_residual_gemms_equal_the_out_of_place_ones(gen):
+    x, a = randn(gen, 2, 7, 6), randn(gen, 2, 7, 5)
+    w, gate = randn(gen, 6, 5), randn(gen, 2, 1, 6)
+    expected = gated_linear_residual(x, a, w, gate)
+    x_own = x.clone()
+    got = gated_linear_residual(x_own, a, w, gate, inplace=True)
+    assert got.data_ptr() == x_own.data_ptr() and rel_err(got, expected) < 1e-14
+
+
+def test_block_in_place_equals_out_of_place_and_leaves_the_input_alone_by_default(gen):
+    block, args = block_and_inputs(gen, torch.float64)
+    x = args[0]
+    x_before = x.clone()
+    with torch.no_grad():
+        assert block._fold_attention_gate(args[1][:, :, 2])
+        out_of_place = block(*args)[0]
+        assert torch.equal(x, x_before)                       # inplace=False (default): the caller's x is untouched
+        in_place = block(x.clone(), *args[1:], inplace=True)[0]
+    assert rel_err(in_place, out_of_place) < 1e-14, f"seed {gen.initial_seed()}"

@@ -127,3 +127,13 @@ def test_mixffn_calls_a_hooked_temporal_module(gen):
         fused, _ = ffn(residual, x, gate, t, hh, ww)
     assert seen == [torch.Size([b, t, hh * ww, 3 * d])]
     assert rel_err(hooked, fused) < 1e-13
+
+
+@pytest.mark.parametrize("with_prev", [False, True])
+def test_in_place_equals_out_of_place(with_prev, gen):
+    x, u, gate, weight, prev = inputs(gen, 2, 3, 4, 8, with_prev)
+    expected = tr.temporal_gated_residual_fast(x, u, gate, weight, prev)
+    x_own = x.clone()
+    got = tr.temporal_gated_residual(x_own, u, gate, weight, prev, inplace=True)
+    assert got.data_ptr() == x_own.data_ptr()
+    assert rel_err(got, expected) < 1e-14

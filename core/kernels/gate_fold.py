@@ -16,17 +16,26 @@ from __future__ import annotations
 
 import torch
 
+from core.kernels.scale_rows import scale_rows
 
-def gated_linear_residual(x: torch.Tensor, a: torch.Tensor, weight: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
-    """x, a (B, N, D_in->D); weight (D, D_in); gate (B, 1, D) -> x + gate * (a @ weight^T), (B, N, D)."""
+
+def gated_linear_residual(x: torch.Tensor, a: torch.Tensor, weight: torch.Tensor, gate: torch.Tensor,
+                          inplace: bool = False) -> torch.Tensor:
+    """x, a (B, N, D_in->D); weight (D, D_in); gate (B, 1, D) -> x + gate * (a @ weight^T), (B, N, D).
+
+    inplace=True accumulates into x itself (x must be contiguous per sample and not needed by the caller): a GEMM
+    into a separate output first copies x there (PyTorch's addmm with out != input), a full extra pass."""
     b = x.shape[0]
     if tuple(gate.shape) != (b, 1, weight.shape[0]) or a.shape[:2] != x.shape[:2] or x.shape[-1] != weight.shape[0]:
         raise ValueError(f"gated_linear_residual: x {tuple(x.shape)}, a {tuple(a.shape)}, weight "
                          f"{tuple(weight.shape)}, gate {tuple(gate.shape)} do not fit")
-    out = torch.empty_like(x)
+    out = x if inplace else torch.empty_like(x)
     for i in range(b):
-        scaled = (weight * gate[i, 0, :, None]).to(a.dtype)                  # (D, D_in) gate-scaled rows
-        torch.addmm(x[i], a[i], scaled.t(), out=out[i])
+        scaled = scale_rows(weight, gate[i, 0], a.dtype)                      # (D, D_in) gate-scaled rows
+        if inplace:
+            out[i].addmm_(a[i], scaled.t())
+        else:
+            torch.addmm(x[i], a[i], scaled.t(), out=out[i])
     return out
 
 

@@ -8,19 +8,25 @@ frame after the last one is always zero (CachedGLUMBConvTemp).
     out = x + gate * (u + [u_{t-1}, u_t, u_{t+1}] @ weight^T)              (B, T*S, D)
 
 The reference builds the stacked (B, T, S, 3D) tensor and runs one GEMM, then three elementwise passes. The fast path
-builds nothing: after one pass `out = x + gate * u`, three GEMMs accumulate in place (cuBLAS beta = 1) into
-frame-shifted row ranges of `out`. That is exact algebra, not an approximation:
+builds nothing and makes no elementwise pass over the activations: three GEMMs, the first with x as its C operand
+(cuBLAS beta = 1) and the other two accumulating in place into frame-shifted row ranges of `out`. That is exact
+algebra, not an approximation:
 - the gate scales output channel j, so it folds into row j of the weight: gate_j * sum_k u_k W_jk = sum_k u_k (gate_j W_jk);
+- the residual's own `u` is u times the identity, so it joins the centre tap: gate * (u + u W_now^T) = u (gate (W_now + I))^T;
 - token-major rows are frame after frame, so "the previous frame" of rows [S, T*S) is rows [0, (T-1)*S) of u.
-Why: the concatenation writes and re-reads a 3D-wide tensor per layer, and the GEMM epilogue's read of `out` is
-hidden behind the GEMM's math (a compute-bound GEMM), so the whole tail costs one elementwise pass instead of four.
-Rounding differs from the reference only in order (bf16: the gate-scaled weight is rounded once; the reference
-rounds the GEMM output, the sum and the product instead).
+Why: the concatenation writes and re-reads a 3D-wide tensor per layer, and the GEMM epilogue's read of x is hidden
+behind the GEMM's math (a compute-bound GEMM), so the tail costs GEMMs only (an `x + gate * u` pass cost ~0.11 ms per
+layer of a 480p block on an H100).
+Rounding differs from the reference only in order (bf16: each gate-scaled weight, the centre diagonal gate (W_jj + 1)
+included, is rounded once; the reference rounds the GEMM output, the sum and the product instead). This is for plain
+16/32-bit weights only: an FP8 centre tap could not hold W_jj + 1 to better than 1/16.
 """
 
 from __future__ import annotations
 
 import torch
+
+from core.kernels.scale_rows import scale_rows
 
 
 def _check(x: torch.Tensor, u: torch.Tensor, gate: torch.Tensor, weight: torch.Tensor,
@@ -58,18 +64,25 @@ def temporal_gated_residual_reference(x: torch.Tensor, u: torch.Tensor, gate: to
 
 
 def temporal_gated_residual_fast(x: torch.Tensor, u: torch.Tensor, gate: torch.Tensor, weight: torch.Tensor,
-                                 prev: torch.Tensor | None) -> torch.Tensor:
-    """Shifted in-place GEMMs with the gate folded into the weight (module docstring); same result as the reference."""
+                                 prev: torch.Tensor | None, inplace: bool = False) -> torch.Tensor:
+    """Shifted in-place GEMMs with the gate folded into the weight (module docstring); same result as the reference.
+    inplace=True accumulates into x itself (contiguous, not needed by the caller; saves the copy of x that a GEMM
+    into a separate output makes first)."""
     _check(x, u, gate, weight, prev)
     b, t, s, d = u.shape
     n = t * s
     u2 = u.reshape(b, n, d)                                                   # (B, N, D) view
-    out = torch.addcmul(x, gate, u2)                                          # x + gate * u, (B, N, D)
+    out = x if inplace else torch.empty_like(x)
     for i in range(b):   # gates differ per sample (CFG halves may differ); batch is 1 or 2 here
-        w = (weight * gate[i, 0, :, None]).to(u.dtype)                        # (D, 3D) gate-scaled rows
+        # (D, 3D) gate-scaled rows, with the residual's own u term as the identity in the centre tap:
+        # gate_j (W_jj + 1), each entry rounded once
+        w = scale_rows(weight, gate[i, 0], u.dtype, identity_col=d)
         w_prev, w_now, w_next = (w[:, j * d:(j + 1) * d].t() for j in range(3))   # (D_in, D_out) strided views
         o = out[i]                                                            # (N, D) contiguous rows
-        o.addmm_(u2[i], w_now)
+        if inplace:
+            o.addmm_(u2[i], w_now)                                            # x + gate * (u + u W_now^T)
+        else:
+            torch.addmm(x[i], u2[i], w_now, out=o)
         if t > 1:
             o[s:].addmm_(u2[i, :n - s], w_prev)                               # frame f gets u_{f-1} for f >= 1
             o[:n - s].addmm_(u2[i, s:], w_next)                               # frame f gets u_{f+1} for f <= T-2
@@ -90,8 +103,9 @@ def _op_fake(x, u, gate, weight, prev):
 
 
 def temporal_gated_residual(x: torch.Tensor, u: torch.Tensor, gate: torch.Tensor, weight: torch.Tensor,
-                            prev: torch.Tensor | None) -> torch.Tensor:
-    """The fast path; under torch.compile one opaque op (inductor would turn the in-place slice updates into copies)."""
+                            prev: torch.Tensor | None, inplace: bool = False) -> torch.Tensor:
+    """The fast path; under torch.compile one opaque op (inductor would turn the in-place slice updates into copies;
+    `inplace` is ignored there)."""
     if torch.compiler.is_compiling():
         return _op(x, u, gate, weight, prev)
-    return temporal_gated_residual_fast(x, u, gate, weight, prev)
+    return temporal_gated_residual_fast(x, u, gate, weight, prev, inplace and x.is_contiguous())

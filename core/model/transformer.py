@@ -199,8 +199,10 @@ class SanaVideoTransformer(nn.Module):
         vk_all = k_sum_all = frame_all = None
         for i, block in enumerate(self.blocks):
             prev = state.layer(i) if state is not None else (None, None, None)
+            # inplace: the block may update x in place; x is this loop's own tensor (patch embedding, then each
+            # block's output) and is not used again
             x, own_vk, own_k_sum, u = block(x, t_mod, text.keys[i][:, :, :text_len], text.values[i][:, :, :text_len],
-                                            text_bias, cos, sin, grid, *prev)
+                                            text_bias, cos, sin, grid, *prev, inplace=True)
             if collect:
                 if vk_all is None:   # allocate once: (L, ...) stacks of this block's own terms
                     n = len(self.blocks)
