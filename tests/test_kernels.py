@@ -43,13 +43,15 @@ try:
     from core.kernels import layernorm_modulate as lnm  # noqa: E402
     from core.kernels import linear_attention as la  # noqa: E402
     from core.kernels import rms_norm as rn  # noqa: E402
+    from core.kernels import scale_rows as sr  # noqa: E402
     from core.kernels.dwconv_glu_triton import dwconv3x3_glu_triton  # noqa: E402
     from core.kernels.layernorm_modulate_triton import (  # noqa: E402
         add_layernorm_modulate_triton,
         layernorm_modulate_triton,
     )
     from core.kernels.linear_attention_triton import linear_attn_apply_triton, linear_attn_state_triton  # noqa: E402
-    from core.kernels.rms_norm_triton import qk_rms_norm_triton, rms_norm_triton  # noqa: E402
+    from core.kernels.rms_norm_triton import qk_rms_reciprocals_triton, rms_norm_triton  # noqa: E402
+    from core.kernels.scale_rows_triton import scale_rows_triton  # noqa: E402
 finally:
     if _PREVIOUS_INTERPRET is None:
         os.environ.pop("TRITON_INTERPRET", None)
@@ -150,14 +152,20 @@ LA_SHAPES = [(2, 37, 3, 12), (1, 200, 2, 112)]  # tiny + the real head dim with 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", LA_SHAPES)
-def test_linear_attn_state(device, dtype, shape, gen):
+@pytest.mark.parametrize("k_norm", [False, True])
+def test_linear_attn_state(device, dtype, shape, k_norm, gen):
     B, N, H, d = shape
     _, k, v = qkv_views(gen, B, N, H, d, dtype, device)
     cos, sin = rope_tables(gen, N, d, device)
-    vk, k_sum = linear_attn_state_triton(k, v, cos, sin)
+    # k's RMSNorm applied on load: a per-token 1/rms and a per-channel weight (some negative: ReLU comes after)
+    k_rstd = randn(gen, B, N, dtype=torch.float32, device=device, scale=0.2, shift=1.0).abs() if k_norm else None
+    k_weight = randn(gen, H * d, dtype=dtype, device=device, shift=0.5) if k_norm else None
+    norm = {"k_weight": k_weight, "k_rstd": k_rstd}
+    norm64 = {} if not k_norm else {"k_weight": k_weight.double(), "k_rstd": k_rstd.double()}
+    vk, k_sum = linear_attn_state_triton(k, v, cos, sin, **norm)
     assert vk.dtype == torch.float32 and k_sum.dtype == torch.float32
-    ref_vk, ref_ks = la.linear_attn_state_reference(k, v, cos, sin)
-    vk64, ks64 = la.linear_attn_state_reference(k.double(), v.double(), cos.double(), sin.double())
+    ref_vk, ref_ks = la.linear_attn_state_reference(k, v, cos, sin, **norm)
+    vk64, ks64 = la.linear_attn_state_reference(k.double(), v.double(), cos.double(), sin.double(), **norm64)
     assert_close_to_ref("vk", vk, ref_vk, vk64, gen)
     assert_close_to_ref("k_sum", k_sum, ref_ks, ks64, gen)
 
@@ -165,10 +173,16 @@ def test_linear_attn_state(device, dtype, shape, gen):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", LA_SHAPES + [(1, 600, 1, 112)])  # the last runs several tiles per program
-def test_linear_attn_apply(device, dtype, shape, gen):
+@pytest.mark.parametrize("q_norm", [False, True])
+def test_linear_attn_apply(device, dtype, shape, q_norm, gen):
     B, N, H, d = shape
     eps = 1e-8 if dtype == torch.bfloat16 else 1e-15   # official and diffusers eps
     q, k, v = qkv_views(gen, B, N, H, d, dtype, device)
+    # q's RMSNorm applied on load: a per-token 1/rms and a per-channel weight (some negative: ReLU comes after)
+    q_rstd = randn(gen, B, N, dtype=torch.float32, device=device, scale=0.2, shift=1.0).abs() if q_norm else None
+    q_weight = randn(gen, H * d, dtype=dtype, device=device, shift=0.5) if q_norm else None
+    norm64 = {} if not q_norm else {"q_weight": q_weight.double(), "q_rstd": q_rstd.double()}
+    norm = {} if not q_norm else {"q_weight": q_weight, "q_rstd": q_rstd}
     cos, sin = rope_tables(gen, N, d, device)
     # total state = this chunk + a previous block's (streaming), fp32 as the model keeps it
     own_vk, own_ks = la.linear_attn_state_reference(k.double(), v.double(), cos.double(), sin.double())
@@ -176,11 +190,34 @@ def test_linear_attn_apply(device, dtype, shape, gen):
     prev_ks = randn(gen, B, H, d, dtype=torch.float64, device=device, scale=3.0, shift=N).abs()
     vk = (own_vk + prev_vk).float()
     k_sum = (own_ks + prev_ks).float()
-    out = linear_attn_apply_triton(q, vk, k_sum, cos, sin, eps)
+    out = linear_attn_apply_triton(q, vk, k_sum, cos, sin, eps, **norm)
     assert out.dtype == dtype
-    ref = la.linear_attn_apply_reference(q, vk, k_sum, cos, sin, eps)
-    ref64 = la.linear_attn_apply_reference(q.double(), vk.double(), k_sum.double(), cos.double(), sin.double(), eps)
+    ref = la.linear_attn_apply_reference(q, vk, k_sum, cos, sin, eps, **norm)
+    ref64 = la.linear_attn_apply_reference(q.double(), vk.double(), k_sum.double(), cos.double(), sin.double(), eps,
+                                           **norm64)
     assert_close_to_ref("out", out, ref, ref64, gen)
+
+
+def test_norms_on_load_equal_the_kernels_on_normalized_inputs(gen):
+    """RMSNorm(q) * w fed to apply == apply(q, q_rstd, q_weight), and likewise k for the state: the model's deferred
+    q / k normalization (fp64)."""
+    B, N, H, d = 2, 9, 3, 8
+    q, k, v = qkv_views(gen, B, N, H, d, torch.float64, "cpu")
+    cos, sin = rope_tables(gen, N, d, "cpu")
+    cos, sin = cos.double(), sin.double()
+    w = randn(gen, H * d, dtype=torch.float64, shift=0.3)
+    vk, ks = la.linear_attn_state_reference(k, v, cos, sin)
+    normed = rn.rms_norm_reference(q.reshape(B, N, H * d), w, 1e-6).view(B, N, H, d)
+    rstd, _ = rn.qk_rms_reciprocals_reference(q.reshape(B, N, H * d).repeat(1, 1, 2), H * d, 1e-6)
+    expected = la.linear_attn_apply_reference(normed, vk, ks, cos, sin, 1e-8)
+    got = la.linear_attn_apply_reference(q, vk, ks, cos, sin, 1e-8, q_weight=w, q_rstd=rstd)
+    assert rel_err(got, expected) < 1e-13
+    normed_k = rn.rms_norm_reference(k.reshape(B, N, H * d), w, 1e-6).view(B, N, H, d)
+    _, k_rstd = rn.qk_rms_reciprocals_reference(torch.cat([q.reshape(B, N, H * d), k.reshape(B, N, H * d)], -1),
+                                                H * d, 1e-6)
+    for got, expected in zip(la.linear_attn_state_reference(k, v, cos, sin, k_weight=w, k_rstd=k_rstd),
+                             la.linear_attn_state_reference(normed_k, v, cos, sin)):
+        assert rel_err(got, expected) < 1e-13
 
 
 def test_linear_attn_state_empty_chunk():
@@ -266,16 +303,41 @@ def test_rms_norm(device, dtype, with_weight, gen):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_qk_rms_norm(device, dtype, gen):
+def test_qk_rms_reciprocals(device, dtype, gen):
     D = 24
     qkv = randn(gen, 2, 7, 3 * D, dtype=dtype, device=device, scale=2.0)
-    wq = randn(gen, D, dtype=dtype, device=device, shift=1.0)
-    wk = randn(gen, D, dtype=dtype, device=device, shift=1.0)
-    q, k = qk_rms_norm_triton(qkv, wq, wk, 1e-5)
-    ref_q, ref_k = rn.qk_rms_norm_reference(qkv, wq, wk, 1e-5)
-    q64, k64 = rn.qk_rms_norm_reference(qkv.double(), wq.double(), wk.double(), 1e-5)
-    assert_close_to_ref("q", q, ref_q, q64, gen)
-    assert_close_to_ref("k", k, ref_k, k64, gen)
+    q_rstd, k_rstd = qk_rms_reciprocals_triton(qkv, D, 1e-5)
+    assert q_rstd.shape == k_rstd.shape == (2, 7) and q_rstd.dtype == k_rstd.dtype == torch.float32
+    ref_q, ref_k = rn.qk_rms_reciprocals_reference(qkv, D, 1e-5)
+    q64, k64 = rn.qk_rms_reciprocals_reference(qkv.double(), D, 1e-5)
+    assert_close_to_ref("q_rstd", q_rstd, ref_q, q64, gen)
+    assert_close_to_ref("k_rstd", k_rstd, ref_k, k64, gen)
+
+
+# ---------------------------------------------------------------- gate-scaled weight rows
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("identity_col", [None, 0, 6])
+def test_scale_rows(device, dtype, identity_col, gen):
+    weight = randn(gen, 6, 18, dtype=dtype, device=device, scale=0.3)
+    gate = randn(gen, 6, dtype=dtype, device=device)
+    out = scale_rows_triton(weight, gate, dtype, identity_col)
+    ref = sr.scale_rows_reference(weight, gate, dtype, identity_col)
+    ref64 = sr.scale_rows_reference(weight.double(), gate.double(), torch.float64, identity_col)
+    assert out.dtype == dtype
+    assert_close_to_ref("scale_rows", out, ref, ref64, gen)
+
+
+def test_scale_rows_reference_is_the_formula(gen):
+    weight, gate = randn(gen, 3, 9, dtype=torch.float64), randn(gen, 3, dtype=torch.float64)
+    expected = weight * gate[:, None]
+    expected[:, 3:6] += torch.diag(gate)
+    torch.testing.assert_close(sr.scale_rows_reference(weight, gate, torch.float64, 3), expected, rtol=1e-14,
+                               atol=1e-14)
+    with pytest.raises(ValueError, match="identity"):
+        sr.scale_rows_reference(weight, gate, torch.float64, 7)
 
 
 # ---------------------------------------------------------------- depthwise conv + GLU
@@ -384,11 +446,10 @@ def test_custom_ops_have_consistent_fake_implementations(gen):
         fake = lnm._add_op(x, x, None, shift, shift, 1e-6)
     assert [(f.shape, f.dtype) for f in fake] == [(r.shape, r.dtype) for r in real]
     qkv = randn(gen, 1, 4, 48, dtype=torch.bfloat16)
-    wq = randn(gen, 16, dtype=torch.bfloat16)
-    rq, rk = rn._qk_op(qkv, wq, wq, 1e-5)
+    rq, rk = rn._qk_op(qkv, 16, 1e-5)
     with FakeTensorMode(allow_non_fake_inputs=True):
-        fq, fk = rn._qk_op(qkv, wq, wq, 1e-5)
-    assert (fq.shape, fk.shape, fq.dtype) == (rq.shape, rk.shape, rq.dtype)
+        fq, fk = rn._qk_op(qkv, 16, 1e-5)
+    assert [(f.shape, f.dtype) for f in (fq, fk)] == [(r.shape, r.dtype) for r in (rq, rk)]
 
 
 @pytest.mark.skipif(INTERPRETER_OK, reason="the interpreter cases already ran in this process")
@@ -435,11 +496,27 @@ def test_gpu_dispatch_real_sizes():
     assert_close_to_ref("out", out, ref, ref64, g)
     qkv = randn(g, 1, 1560, 3 * 2240, dtype=torch.bfloat16, device="cuda", scale=2.0)
     wq = randn(g, 2240, dtype=torch.bfloat16, device="cuda", shift=1.0)
-    nq, nk = rn.qk_rms_norm(qkv, wq, wq, 1e-5)
-    rq, rk = rn.qk_rms_norm_reference(qkv, wq, wq, 1e-5)
-    q64, k64 = rn.qk_rms_norm_reference(qkv.double(), wq.double(), wq.double(), 1e-5)
-    assert_close_to_ref("q", nq, rq, q64, g)
-    assert_close_to_ref("k", nk, rk, k64, g)
+    nr, nkr = rn.qk_rms_reciprocals(qkv, 2240, 1e-5)
+    rr, rkr = rn.qk_rms_reciprocals_reference(qkv, 2240, 1e-5)
+    r64, kr64 = rn.qk_rms_reciprocals_reference(qkv.double(), 2240, 1e-5)
+    assert_close_to_ref("q_rstd", nr, rr, r64, g)
+    assert_close_to_ref("k_rstd", nkr, rkr, kr64, g)
+    kq = qkv[..., 2240:4480].view(1, 1560, 20, 112)
+    vq = qkv[..., 4480:].view(1, 1560, 20, 112)
+    got_vk, got_ks = la.linear_attn_state(kq, vq, cos[:1560], sin[:1560], k_weight=wq, k_rstd=nkr)
+    ref_vk, ref_ks = la.linear_attn_state_reference(kq, vq, cos[:1560], sin[:1560], k_weight=wq, k_rstd=rkr)
+    vk64, ks64 = la.linear_attn_state_reference(kq.double(), vq.double(), cos[:1560].double(), sin[:1560].double(),
+                                                k_weight=wq.double(), k_rstd=kr64)
+    assert_close_to_ref("vk with k_rstd and k_weight", got_vk, ref_vk, vk64, g)
+    assert_close_to_ref("k_sum with k_rstd and k_weight", got_ks, ref_ks, ks64, g)
+    q = qkv[..., :2240].view(1, 1560, 20, 112)
+    vk, ks = vk[:, :20], ks[:, :20]
+    cos, sin = cos[:1560], sin[:1560]
+    out = la.linear_attn_apply(q, vk, ks, cos, sin, 1e-8, q_weight=wq, q_rstd=nr)
+    ref = la.linear_attn_apply_reference(q, vk, ks, cos, sin, 1e-8, q_weight=wq, q_rstd=rr)
+    ref64 = la.linear_attn_apply_reference(q.double(), vk.double(), ks.double(), cos.double(), sin.double(), 1e-8,
+                                           q_weight=wq.double(), q_rstd=r64)
+    assert_close_to_ref("out with q_rstd and q_weight", out, ref, ref64, g)
     x = randn(g, 2, 1560 * 3, 2240, dtype=torch.bfloat16, device="cuda", scale=3.0, shift=1.0)
     mod = randn(g, 2, 3, 6, 2240, dtype=torch.bfloat16, device="cuda", scale=0.3)     # per-frame (B, T, 6, D)
     shift, scale = mod[:, :, 0], mod[:, :, 1]

@@ -313,3 +313,30 @@ def test_cuda_bfloat16_close_to_cpu_float32(pair):
     assert rel_err(got.cpu(), expected) < 3e-2
     assert state.vk.dtype == torch.float32 and state.tconv_frame.dtype == torch.bfloat16
     assert torch.isfinite(streamed).all()
+
+
+@pytest.mark.gpu
+def test_cuda_float32_eager_path_equals_cpu_float32(pair):
+    """The CUDA eager path (Triton kernels, gate folds, GEMM-only temporal tail, q's norm applied inside the attention
+    kernel) computes the same function as the CPU reference path, to float32 precision."""
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False   # true fp32 products
+    try:
+        _check_cuda_float32_eager_path(pair)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+
+
+def _check_cuda_float32_eager_path(pair):
+    _, sd = pair("tiny")
+    cfg = CONFIGS["tiny"]
+    cpu = ours_from(sd, cfg)
+    with torch.device("meta"):
+        gpu = SanaVideoTransformer(cfg)
+    gpu.load_diffusers_state_dict(sd, device="cuda", dtype=torch.float32)
+    latents, caption, mask = inputs(cfg)
+    t = torch.tensor([10.0, 700.0])
+    with torch.no_grad():
+        expected = cpu(latents, t, cpu.encode_text(caption, mask))
+        got = gpu(latents.cuda(), t.cuda(), gpu.encode_text(caption.cuda(), mask.cuda()))
+    assert rel_err(got.cpu(), expected) <= 1e-5

@@ -37,11 +37,11 @@ _FP32_BLOCK_N = 32
 
 
 @Kernel
-def _state_kernel(k_ptr, v_ptr, cos_ptr, sin_ptr, vk_ptr, ks_ptr,
+def _state_kernel(k_ptr, v_ptr, cos_ptr, sin_ptr, vk_ptr, ks_ptr, kw_ptr, kr_ptr,
                   N, H, tokens_per_split,
-                  s_kb, s_kn, s_kh, s_vb, s_vn, s_vh,
+                  s_kb, s_kn, s_kh, s_vb, s_vn, s_vh, s_rb,
                   D: tl.constexpr, HALF: tl.constexpr, D_PAD: tl.constexpr, HALF_PAD: tl.constexpr,
-                  BLOCK_N: tl.constexpr, MODE: tl.constexpr):
+                  BLOCK_N: tl.constexpr, MODE: tl.constexpr, HAS_KNORM: tl.constexpr = False):
     # One program: one (batch, head) and one contiguous range of tokens; writes that range's partial state.
     # Rows of k and v load as whole contiguous (BLOCK_N, D_PAD) tiles; the RoPE pairs are separated in registers
     # (reshape + split) and interleaved again (join) so that one (D, BLOCK_N) x (BLOCK_N, D) product per bf16 piece
@@ -62,14 +62,20 @@ def _state_kernel(k_ptr, v_ptr, cos_ptr, sin_ptr, vk_ptr, ks_ptr,
 
     acc = tl.zeros((D_PAD, D_PAD), dtype=tl.float32)      # vk[i, j] = sum_n v[n, i] kr[n, j]
     ks = tl.zeros((D_PAD,), dtype=tl.float32)
+    if HAS_KNORM:   # k's RMSNorm across heads, applied on load: this head's weights, each token's 1/rms
+        kw = tl.load(kw_ptr + h * D + offs_d, mask=mask_d, other=0.0).to(tl.float32)
 
     for n0 in range(start, end, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)
         mask_n = offs_n < end
         rows = offs_n.to(tl.int64)
         m_nd = mask_n[:, None] & mask_d[None, :]
-        kk = tl.load(k_base + rows[:, None] * s_kn + offs_d[None, :], mask=m_nd, other=0.0)
-        kk = tl.maximum(kk.to(tl.float32), 0.0)                                           # (BLOCK_N, D_PAD)
+        kk = tl.load(k_base + rows[:, None] * s_kn + offs_d[None, :], mask=m_nd, other=0.0).to(tl.float32)
+        if HAS_KNORM:   # relu(r k w) = r relu(k w) for the 1/rms r > 0
+            kr_n = tl.load(kr_ptr + b * s_rb + rows, mask=mask_n, other=0.0)
+            kk = tl.maximum(kk * kw[None, :], 0.0) * kr_n[:, None]
+        else:
+            kk = tl.maximum(kk, 0.0)                                                      # (BLOCK_N, D_PAD)
         ks += tl.sum(kk, axis=0)
         ke, ko = tl.split(tl.reshape(kk, (BLOCK_N, HALF_PAD, 2)))                         # (BLOCK_N, HALF_PAD)
         m_nj = mask_n[:, None] & mask_j[None, :]
@@ -106,11 +112,12 @@ def _state_kernel(k_ptr, v_ptr, cos_ptr, sin_ptr, vk_ptr, ks_ptr,
 
 
 @Kernel
-def _apply_kernel(q_ptr, vk_ptr, ks_ptr, cos_ptr, sin_ptr, out_ptr, scale_ptr,
+def _apply_kernel(q_ptr, vk_ptr, ks_ptr, cos_ptr, sin_ptr, out_ptr, scale_ptr, qw_ptr, qr_ptr,
                   N, H, tokens_per_prog, eps,
-                  s_qb, s_qn, s_qh, s_ob, s_on, s_oh,
+                  s_qb, s_qn, s_qh, s_ob, s_on, s_oh, s_rb,
                   D: tl.constexpr, HALF: tl.constexpr, D_PAD: tl.constexpr, HALF_PAD: tl.constexpr,
-                  BLOCK_N: tl.constexpr, MODE: tl.constexpr, FP8_OUT: tl.constexpr = False):
+                  BLOCK_N: tl.constexpr, MODE: tl.constexpr, FP8_OUT: tl.constexpr = False,
+                  HAS_QW: tl.constexpr = False, HAS_QRSTD: tl.constexpr = False, EXACT_DIV: tl.constexpr = True):
     # One program: one (batch, head) and a contiguous range of tokens; the head's state is loaded once.
     pid_n = tl.program_id(0)
     bh = tl.program_id(1)
@@ -129,6 +136,8 @@ def _apply_kernel(q_ptr, vk_ptr, ks_ptr, cos_ptr, sin_ptr, out_ptr, scale_ptr,
     vkt = tl.load(st_base + offs_d[None, :] * D + offs_d[:, None], mask=mask_d[:, None] & mask_d[None, :],
                   other=0.0)                                                              # (D_PAD, D_PAD) fp32
     ks = tl.load(ks_ptr + bh.to(tl.int64) * D + offs_d, mask=mask_d, other=0.0)
+    if HAS_QW:   # the q RMSNorm's weight for this head's channels
+        qw = tl.load(qw_ptr + h * D + offs_d, mask=mask_d, other=0.0).to(tl.float32)
     if MODE != 0:
         # two bf16 pieces per state entry, split once per program
         s1 = vkt.to(tl.bfloat16)
@@ -142,7 +151,12 @@ def _apply_kernel(q_ptr, vk_ptr, ks_ptr, cos_ptr, sin_ptr, out_ptr, scale_ptr,
         rows = offs_n.to(tl.int64)
         m_nd = mask_n[:, None] & mask_d[None, :]
         qq = tl.load(q_base + rows[:, None] * s_qn + offs_d[None, :], mask=m_nd, other=0.0)
-        qq = tl.maximum(qq.to(tl.float32), 0.0)                                           # (BLOCK_N, D_PAD)
+        qq = qq.to(tl.float32)
+        if HAS_QW:
+            qq = qq * qw[None, :]
+        # q's RMSNorm across heads (HAS_QRSTD) scales each token by its 1/rms r > 0: relu(r q w) = r relu(q w), so r
+        # enters once per row below instead of once per element
+        qq = tl.maximum(qq, 0.0)                                                          # (BLOCK_N, D_PAD)
         den = tl.sum(qq * ks[None, :], axis=1)                                            # unrotated
         qe, qo = tl.split(tl.reshape(qq, (BLOCK_N, HALF_PAD, 2)))
         m_nj = mask_n[:, None] & mask_j[None, :]
@@ -164,11 +178,23 @@ def _apply_kernel(q_ptr, vk_ptr, ks_ptr, cos_ptr, sin_ptr, out_ptr, scale_ptr,
                 num = tl.dot(q2.to(tl.float32), s1.to(tl.float32), num, input_precision="ieee")
                 num = tl.dot(q1.to(tl.float32), s1.to(tl.float32), num, input_precision="ieee")
         o_ptrs = o_base + rows[:, None] * s_on + offs_d[None, :]
-        if FP8_OUT:   # E4M3 for an FP8 consumer (core/kernels/fp8_out.py): value / scale, saturated, RNE
-            out = tl.clamp(num * (1.0 / ((den[:, None] + eps) * tl.load(scale_ptr))), -448.0, 448.0)
+        # out = r num / (r den + eps) with r = q's 1/rms (1 without q_rstd)
+        if HAS_QRSTD:
+            r = tl.load(qr_ptr + b * s_rb + rows, mask=mask_n, other=1.0)                 # (BLOCK_N,)
+            den_r = r * den + eps
         else:
-            # IEEE division (Triton's `/` is a 2-ulp approximation): fp32 outputs stay as exact as the reference's
-            out = tl.div_rn(num, tl.broadcast_to(den[:, None] + eps, (BLOCK_N, D_PAD)))   # (BLOCK_N, D_PAD)
+            r = tl.full((BLOCK_N,), 1.0, tl.float32)
+            den_r = den + eps
+        if FP8_OUT:   # E4M3 for an FP8 consumer (core/kernels/fp8_out.py): value / scale, saturated, RNE
+            out = tl.clamp(num * (r / (den_r * tl.load(scale_ptr)))[:, None], -448.0, 448.0)
+        elif EXACT_DIV:
+            # fp32 outputs: IEEE division per element (Triton's `/` is a 2-ulp approximation), as exact as the
+            # reference's
+            out = tl.div_rn(num * r[:, None], tl.broadcast_to(den_r[:, None], (BLOCK_N, D_PAD)))
+        else:
+            # 16-bit outputs: one IEEE division per row and a multiply per element (~1 fp32 ulp more error, far
+            # below the output's rounding; the per-element division was ~a quarter of the kernel's instructions)
+            out = num * tl.div_rn(r, den_r)[:, None]                                       # (BLOCK_N, D_PAD)
         tl.store(o_ptrs, out.to(out_ptr.dtype.element_ty), mask=m_nd)
 
 
@@ -202,9 +228,11 @@ def _last_dim_contiguous(x: torch.Tensor) -> torch.Tensor:
     return x if x.stride(-1) == 1 else x.contiguous()
 
 
-def linear_attn_state_triton(k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+def linear_attn_state_triton(k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                             k_weight: torch.Tensor | None = None, k_rstd: torch.Tensor | None = None
                              ) -> tuple[torch.Tensor, torch.Tensor]:
-    """vk (B, H, d, d) fp32 and k_sum (B, H, d) fp32 of this chunk (same contract as the reference)."""
+    """vk (B, H, d, d) fp32 and k_sum (B, H, d) fp32 of this chunk (same contract as the reference, k_weight and
+    k_rstd included: both or neither)."""
     cos, sin = _check_rope("k", k, cos, sin)
     if v.shape != k.shape:
         raise ValueError(f"v {tuple(v.shape)} must match k {tuple(k.shape)}")
@@ -214,6 +242,15 @@ def linear_attn_state_triton(k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor
     if N == 0 or B * H == 0:
         return (torch.zeros((B, H, d, d), dtype=torch.float32, device=device),
                 torch.zeros((B, H, d), dtype=torch.float32, device=device))
+    if (k_weight is None) != (k_rstd is None):
+        raise ValueError("k_weight and k_rstd come together")
+    if k_rstd is not None and (tuple(k_rstd.shape) != (B, N) or k_weight.numel() != H * d):
+        raise ValueError(f"k_rstd must be (B, N) and k_weight (H*d,), got {tuple(k_rstd.shape)}, "
+                         f"{tuple(k_weight.shape)}")
+    kw = k if k_weight is None else k_weight.contiguous()
+    kr = k if k_rstd is None else k_rstd.to(torch.float32)
+    if k_rstd is not None and kr.stride(-1) != 1:
+        kr = kr.contiguous()
     d_pad, half_pad = _pads(d)
     mode = dot_mode(v.dtype, device)
     cfg = STATE_CFG
@@ -223,10 +260,11 @@ def linear_attn_state_triton(k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor
     vk_part = empty((splits, B * H, d, d), torch.float32, device)
     ks_part = empty((splits, B * H, d), torch.float32, device)
     _state_kernel.on(device)[(splits, B * H)](
-        k, v, cos, sin, vk_part, ks_part,
+        k, v, cos, sin, vk_part, ks_part, kw, kr,
         N, H, tokens_per_split,
         k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
-        D=d, HALF=d // 2, D_PAD=d_pad, HALF_PAD=half_pad, BLOCK_N=block_n, MODE=mode,
+        kr.stride(0) if k_rstd is not None else 0,
+        D=d, HALF=d // 2, D_PAD=d_pad, HALF_PAD=half_pad, BLOCK_N=block_n, MODE=mode, HAS_KNORM=k_rstd is not None,
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
     vk = vk_part[0] if splits == 1 else vk_part.sum(dim=0)
@@ -236,9 +274,10 @@ def linear_attn_state_triton(k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor
 
 def linear_attn_apply_triton(q: torch.Tensor, vk: torch.Tensor, k_sum: torch.Tensor, cos: torch.Tensor,
                              sin: torch.Tensor, eps: float, out: torch.Tensor | None = None,
-                             out_scale: torch.Tensor | None = None) -> torch.Tensor:
-    """out (B, N, H, d) in q.dtype, or FP8 E4M3 with `out_scale` (same contract as the reference); `out` may be
-    given (any strides, last dim 1)."""
+                             out_scale: torch.Tensor | None = None, q_weight: torch.Tensor | None = None,
+                             q_rstd: torch.Tensor | None = None) -> torch.Tensor:
+    """out (B, N, H, d) in q.dtype, or FP8 E4M3 with `out_scale` (same contract as the reference, q_weight and
+    q_rstd included); `out` may be given (any strides, last dim 1)."""
     cos, sin = _check_rope("q", q, cos, sin)
     q = _last_dim_contiguous(q)
     B, N, H, d = q.shape
@@ -253,6 +292,14 @@ def linear_attn_apply_triton(q: torch.Tensor, vk: torch.Tensor, k_sum: torch.Ten
     elif tuple(out.shape) != (B, N, H, d) or out.stride(-1) != 1 or out.dtype != out_dtype:
         raise ValueError("out must be (B, N, H, d) in q.dtype (FP8 with out_scale) with a contiguous last dim")
     scale = vk if out_scale is None else out_scale.to(device=device, dtype=torch.float32).reshape(1)
+    if q_weight is not None and q_weight.numel() != H * d:
+        raise ValueError(f"q_weight must have H * d = {H * d} entries, got {tuple(q_weight.shape)}")
+    qw = vk if q_weight is None else q_weight.contiguous()
+    if q_rstd is not None and tuple(q_rstd.shape) != (B, N):
+        raise ValueError(f"q_rstd must be (B, N) = {(B, N)}, got {tuple(q_rstd.shape)}")
+    qr = vk if q_rstd is None else q_rstd.to(torch.float32)
+    if qr.stride(-1) != 1:
+        qr = qr.contiguous()
     if N == 0 or B * H == 0:
         return out
     d_pad, half_pad = _pads(d)
@@ -262,10 +309,11 @@ def linear_attn_apply_triton(q: torch.Tensor, vk: torch.Tensor, k_sum: torch.Ten
     # each program loads its head's state once, then streams several token tiles: a few waves of programs
     progs_n, tokens_per_prog = _token_split(N, block_n, cfg["waves"], B * H, device)
     _apply_kernel.on(device)[(progs_n, B * H)](
-        q, vk, k_sum, cos, sin, out, scale,
+        q, vk, k_sum, cos, sin, out, scale, qw, qr,
         N, H, tokens_per_prog, float(eps),
         q.stride(0), q.stride(1), q.stride(2), out.stride(0), out.stride(1), out.stride(2),
+        qr.stride(0) if q_rstd is not None else 0,
         D=d, HALF=d // 2, D_PAD=d_pad, HALF_PAD=half_pad, BLOCK_N=block_n, MODE=mode, FP8_OUT=out_scale is not None,
-        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+        HAS_QW=q_weight is not None, HAS_QRSTD=q_rstd is not None, EXACT_DIV=out.element_size() >= 4, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
     return out

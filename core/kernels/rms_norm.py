@@ -1,10 +1,12 @@
 """RMSNorm over the last dim with an fp32 (fp64 for fp64 inputs) computation and one rounding to x.dtype.
 
 `rms_norm(x, weight, eps)`: x (..., D), any strides with a contiguous last dim (e.g. a slice of the fused qkv
-projection); weight (D,) or None. `qk_rms_norm(qkv, q_weight, k_weight, eps)`: the self-attention q/k norms
+projection); weight (D,) or None. `qk_rms_reciprocals(qkv, D, eps)`: the statistics of the self-attention q/k norms
 ("rms_norm_across_heads": over all D = heads * head_dim channels) in one launch, reading q and k straight out of the
-fused (..., 3D) projection. The official RMSNorm rounds to bf16 before multiplying by the weight; rounding once is
-slightly more accurate and otherwise the same function.
+fused (..., 3D) projection: only each token's 1 / rms (fp32) of q and of k, because the linear-attention kernels apply
+the normalization and the weights as they load q and k (saves writing normalized copies and reading them back).
+The official RMSNorm rounds to bf16 before multiplying by the weight; rounding once is slightly more accurate and
+otherwise the same function.
 """
 
 from __future__ import annotations
@@ -26,10 +28,14 @@ def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor | None, eps: float)
     return y.to(x.dtype)
 
 
-def qk_rms_norm_reference(qkv: torch.Tensor, q_weight: torch.Tensor, k_weight: torch.Tensor, eps: float
-                          ) -> tuple[torch.Tensor, torch.Tensor]:
-    D = q_weight.shape[-1]
-    return rms_norm_reference(qkv[..., :D], q_weight, eps), rms_norm_reference(qkv[..., D:2 * D], k_weight, eps)
+def rms_reciprocal_reference(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """1 / sqrt(mean(x^2) + eps) over the last dim, fp32 (fp64 for fp64 inputs): (...,)."""
+    xf = _acc(x)
+    return torch.rsqrt(xf.square().mean(dim=-1) + eps)
+
+
+def qk_rms_reciprocals_reference(qkv: torch.Tensor, D: int, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    return rms_reciprocal_reference(qkv[..., :D], eps), rms_reciprocal_reference(qkv[..., D:2 * D], eps)
 
 
 _IMPL = "core.kernels.rms_norm_triton"
@@ -42,12 +48,11 @@ def _rms_impl(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch
     return impl.rms_norm_triton(x, weight, eps)
 
 
-def _qk_impl(qkv: torch.Tensor, q_weight: torch.Tensor, k_weight: torch.Tensor, eps: float
-             ) -> tuple[torch.Tensor, torch.Tensor]:
+def _qk_impl(qkv: torch.Tensor, D: int, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     impl = load_impl(_IMPL) if qkv.is_cuda else None
     if impl is None:
-        return qk_rms_norm_reference(qkv, q_weight, k_weight, eps)
-    return impl.qk_rms_norm_triton(qkv, q_weight, k_weight, eps)
+        return qk_rms_reciprocals_reference(qkv, D, eps)
+    return impl.qk_rms_reciprocals_triton(qkv, D, eps)
 
 
 @torch.library.custom_op("sana_video::rms_norm", mutates_args=())
@@ -60,18 +65,17 @@ def _rms_fake(x, weight, eps):
     return x.new_empty(x.shape)
 
 
-@torch.library.custom_op("sana_video::qk_rms_norm", mutates_args=())
-def _qk_op(qkv: torch.Tensor, q_weight: torch.Tensor, k_weight: torch.Tensor, eps: float
-           ) -> tuple[torch.Tensor, torch.Tensor]:
-    q, k = _qk_impl(qkv, q_weight, k_weight, eps)
-    # custom ops may not return views of one buffer; the kernel writes q and k into one (2, ...) buffer
-    return (q.clone(), k.clone()) if q._base is not None else (q, k)
+@torch.library.custom_op("sana_video::qk_rms_reciprocals", mutates_args=())
+def _qk_op(qkv: torch.Tensor, D: int, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    q_rstd, k_rstd = _qk_impl(qkv, D, eps)
+    # custom ops may not return views of one buffer; the kernel writes both into one (2, ...) buffer
+    return (q_rstd.clone(), k_rstd.clone()) if q_rstd._base is not None else (q_rstd, k_rstd)
 
 
 @_qk_op.register_fake
-def _qk_fake(qkv, q_weight, k_weight, eps):
-    shape = (*qkv.shape[:-1], q_weight.shape[-1])
-    return qkv.new_empty(shape), qkv.new_empty(shape)
+def _qk_fake(qkv, D, eps):
+    shape = qkv.shape[:-1]
+    return qkv.new_empty(shape, dtype=torch.float32), qkv.new_empty(shape, dtype=torch.float32)
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
@@ -83,11 +87,11 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.
     return _rms_impl(x, weight, eps)
 
 
-def qk_rms_norm(qkv: torch.Tensor, q_weight: torch.Tensor, k_weight: torch.Tensor, eps: float
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """q, k = RMSNorm(qkv[..., :D]), RMSNorm(qkv[..., D:2D]) with D = len(q_weight); each (..., D), contiguous."""
-    if not wants_triton(qkv, q_weight, k_weight):
-        return qk_rms_norm_reference(qkv, q_weight, k_weight, eps)
+def qk_rms_reciprocals(qkv: torch.Tensor, D: int, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(1 / rms(qkv[..., :D]), 1 / rms(qkv[..., D:2D])), each (...,) fp32. RMSNorm(q) * w is then q * q_rstd * w,
+    which core.kernels.linear_attention applies on load (k likewise)."""
+    if not wants_triton(qkv):
+        return qk_rms_reciprocals_reference(qkv, D, eps)
     if torch.compiler.is_compiling():
-        return _qk_op(qkv, q_weight, k_weight, float(eps))
-    return _qk_impl(qkv, q_weight, k_weight, eps)
+        return _qk_op(qkv, D, float(eps))
+    return _qk_impl(qkv, D, eps)

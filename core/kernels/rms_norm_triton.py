@@ -1,7 +1,7 @@
 """Triton RMSNorm kernels; math in core/kernels/rms_norm.py.
 
-One program per (row, segment): a segment is a D-wide column block of the input row (one segment for `rms_norm`, q
-and k of the fused qkv row for `qk_rms_norm`). Outputs go to one (segments, rows, D) buffer."""
+One program per row (`rms_norm`), or per row and segment for `qk_rms_reciprocals` (segments 0 and 1: q and k of the
+fused qkv row, of which only the 1/rms is written)."""
 
 from __future__ import annotations
 
@@ -13,22 +13,28 @@ from core.kernels._triton import Kernel, empty
 
 
 @Kernel
-def _rms_kernel(x_ptr, w0_ptr, w1_ptr, out_ptr,
-                M, D, eps, s_xm,
+def _rms_kernel(x_ptr, w_ptr, out_ptr,
+                D, eps, s_xm,
                 HAS_WEIGHT: tl.constexpr, BLOCK_D: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    offs = tl.arange(0, BLOCK_D)
+    mask = offs < D
+    x = tl.load(x_ptr + row * s_xm + offs, mask=mask, other=0.0).to(tl.float32)
+    y = x * tl.div_rn(1.0, tl.sqrt_rn(tl.sum(x * x, axis=0) / D + eps))   # IEEE: tl.rsqrt is approximate
+    if HAS_WEIGHT:
+        y = y * tl.load(w_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    tl.store(out_ptr + row * D + offs, y.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@Kernel
+def _rstd_kernel(x_ptr, rstd_ptr, M, D, eps, s_xm, BLOCK_D: tl.constexpr):
+    # program (row, segment): 1 / rms of x[row, segment * D : (segment + 1) * D], written to rstd[segment, row]
     row = tl.program_id(0).to(tl.int64)
     seg = tl.program_id(1)
     offs = tl.arange(0, BLOCK_D)
     mask = offs < D
     x = tl.load(x_ptr + row * s_xm + seg * D + offs, mask=mask, other=0.0).to(tl.float32)
-    y = x * tl.div_rn(1.0, tl.sqrt_rn(tl.sum(x * x, axis=0) / D + eps))   # IEEE: tl.rsqrt is approximate
-    if HAS_WEIGHT:
-        if seg == 0:
-            w = tl.load(w0_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        else:
-            w = tl.load(w1_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        y = y * w
-    tl.store(out_ptr + (seg * M + row) * D + offs, y.to(out_ptr.dtype.element_ty), mask=mask)
+    tl.store(rstd_ptr + seg * M + row, tl.div_rn(1.0, tl.sqrt_rn(tl.sum(x * x, axis=0) / D + eps)))
 
 
 def _rows(x: torch.Tensor) -> torch.Tensor:
@@ -36,36 +42,31 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
     return x2 if x2.stride(-1) == 1 else x2.contiguous()
 
 
-def _launch(x2: torch.Tensor, w0: torch.Tensor | None, w1: torch.Tensor | None, D: int, segments: int,
-            eps: float) -> torch.Tensor:
-    M = x2.shape[0]
-    out = empty((segments, M, D), x2.dtype, x2.device)
-    if M == 0 or D == 0:
-        return out
-    block_d = triton.next_power_of_2(D)
-    has_weight = w0 is not None
-    w0 = w0.contiguous() if has_weight else x2
-    w1 = w1.contiguous() if w1 is not None else w0
-    _rms_kernel.on(x2.device)[(M, segments)](
-        x2, w0, w1, out, M, D, float(eps), x2.stride(0),
-        HAS_WEIGHT=has_weight, BLOCK_D=block_d, num_warps=8 if block_d >= 2048 else 4,
-    )
-    return out
-
-
 def rms_norm_triton(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
     D = x.shape[-1]
     if weight is not None and tuple(weight.shape) != (D,):
         raise ValueError(f"weight must be ({D},), got {tuple(weight.shape)}")
-    return _launch(_rows(x), weight, None, D, 1, eps)[0].view(x.shape)
+    x2 = _rows(x)
+    M = x2.shape[0]
+    out = empty((M, D), x2.dtype, x2.device)
+    if M and D:
+        block_d = triton.next_power_of_2(D)
+        _rms_kernel.on(x2.device)[(M,)](
+            x2, x2 if weight is None else weight.contiguous(), out, D, float(eps), x2.stride(0),
+            HAS_WEIGHT=weight is not None, BLOCK_D=block_d, num_warps=8 if block_d >= 2048 else 4,
+        )
+    return out.view(x.shape)
 
 
-def qk_rms_norm_triton(qkv: torch.Tensor, q_weight: torch.Tensor, k_weight: torch.Tensor, eps: float
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
-    D = q_weight.shape[-1]
-    if tuple(q_weight.shape) != (D,) or tuple(k_weight.shape) != (D,) or qkv.shape[-1] < 2 * D:
-        raise ValueError(f"qkv (..., >= 2D) with q/k weights (D,) expected, got {tuple(qkv.shape)}, "
-                         f"{tuple(q_weight.shape)}, {tuple(k_weight.shape)}")
-    out = _launch(_rows(qkv), q_weight, k_weight, D, 2, eps)
-    shape = (*qkv.shape[:-1], D)
-    return out[0].view(shape), out[1].view(shape)
+def qk_rms_reciprocals_triton(qkv: torch.Tensor, D: int, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    if qkv.shape[-1] < 2 * D:
+        raise ValueError(f"qkv (..., >= 2D) expected for D = {D}, got {tuple(qkv.shape)}")
+    x2 = _rows(qkv)
+    M = x2.shape[0]
+    rstd = empty((2, M), torch.float32, x2.device)
+    if M and D:
+        block_d = triton.next_power_of_2(D)
+        _rstd_kernel.on(x2.device)[(M, 2)](
+            x2, rstd, M, D, float(eps), x2.stride(0), BLOCK_D=block_d, num_warps=8 if block_d >= 2048 else 4,
+        )
+    return rstd[0].view(qkv.shape[:-1]), rstd[1].view(qkv.shape[:-1])

@@ -19,7 +19,7 @@ from core.kernels.fp8_out import fp8_input_scale
 from core.kernels.gate_fold import gated_linear_residual, linear_per_sample_bias
 from core.kernels.layernorm_modulate import add_layernorm_modulate, layernorm_modulate
 from core.kernels.linear_attention import linear_attn_apply, linear_attn_state
-from core.kernels.rms_norm import qk_rms_norm, rms_norm
+from core.kernels.rms_norm import qk_rms_reciprocals, rms_norm
 from core.kernels.temporal_residual import stack_temporal_taps, temporal_gated_residual
 
 # A/B knob: SANA_VIDEO_FUSED_DWCONV=0 runs the FFN middle as SiLU -> cuDNN depthwise conv -> GLU (three passes over
@@ -140,20 +140,24 @@ class LinearSelfAttention(nn.Module):
         """forward without the out projection: (attention output (B, N, D) for `self.out`, own vk, own k_sum)."""
         b, n, d = x.shape
         qkv = self.qkv(x)                                                     # (B, N, 3D)
-        if eager_kernels(qkv):   # both norms in one pass over the fused projection
-            q, k = qk_rms_norm(qkv, self.norm_q.weight, self.norm_k.weight, self.norm_q.eps)
+        q_rstd = q_weight = k_rstd = k_weight = None
+        if eager_kernels(qkv):
+            # one pass over q and k of the fused projection for their 1/rms only: the attention kernels apply the
+            # norms (and weights) as they load q and k, so no normalized copies are written; norm_q.eps == norm_k.eps
+            q_rstd, k_rstd = qk_rms_reciprocals(qkv, d, self.norm_k.eps)                # (B, N) fp32 each
+            q, q_weight, k, k_weight = qkv[..., :d], self.norm_q.weight, qkv[..., d:2 * d], self.norm_k.weight
         else:
             q, k = self.norm_q(qkv[..., :d]), self.norm_k(qkv[..., d:2 * d])
         q = q.view(b, n, self.heads, self.head_dim)                           # (B, N, H, d)
         k = k.view(b, n, self.heads, self.head_dim)
         v = qkv[..., 2 * d:].reshape(b, n, self.heads, self.head_dim)
-        own_vk, own_k_sum = linear_attn_state(k, v, cos, sin)
+        own_vk, own_k_sum = linear_attn_state(k, v, cos, sin, k_weight, k_rstd)
         vk, k_sum = own_vk, own_k_sum
         if prev_vk is not None:
             vk = own_vk + prev_vk                                             # official: vk += cum_vk
             k_sum = own_k_sum + prev_k_sum
         # (B, N, H, d) in x.dtype, or FP8 when the out projection takes FP8 input (core/kernels/fp8_out.py)
-        out = linear_attn_apply(q, vk, k_sum, cos, sin, self.attn_eps, fp8_input_scale(self.out))
+        out = linear_attn_apply(q, vk, k_sum, cos, sin, self.attn_eps, fp8_input_scale(self.out), q_weight, q_rstd)
         return out.reshape(b, n, d), own_vk, own_k_sum
 
 
@@ -187,18 +191,35 @@ class CrossAttention(nn.Module):
         offset (B, D) or None: a per-sample constant still owed to x (core.kernels.gate_fold). The result is then
         for input x + offset, and includes + offset (so that the caller's residual x + result is complete); both
         go through biases (needs plain q / out Linears)."""
-        b, n, d = x.shape
         if offset is not None:
             q = linear_per_sample_bias(x, self.q.weight, self.q.bias + offset @ self.q.weight.t())
         else:
             q = self.q(x)
-        q = rms_norm(q, self.norm_q.weight, self.norm_q.eps) if eager_kernels(q) else self.norm_q(q)
-        q = q.view(b, n, self.heads, self.head_dim).transpose(1, 2)                       # (B, H, N, d)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)                    # (B, H, N, d)
-        out = out.transpose(1, 2).reshape(b, n, d)
+        out = self._attend(q, k, v, bias)
         if offset is not None:
             return linear_per_sample_bias(out, self.out.weight, self.out.bias + offset)
         return self.out(out)
+
+    def accumulate(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None,
+                   offset: torch.Tensor) -> torch.Tensor:
+        """The residual form of forward(x, ..., offset) for plain q / out Linears: adds the out projection's product
+        to x in place (the GEMM accumulates into x, no separate output) and returns what is still owed to x, the
+        per-sample constant out.bias + offset (B, D). x must be contiguous and the caller's to change."""
+        b = x.shape[0]
+        q = linear_per_sample_bias(x, self.q.weight, self.q.bias + offset @ self.q.weight.t())
+        out = self._attend(q, k, v, bias)
+        for i in range(b):
+            x[i].addmm_(out[i], self.out.weight.t())
+        return self.out.bias + offset
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """q (B, N, D) projected, not normalized -> attention output (B, N, D) token-major, before the out
+        projection."""
+        b, n, d = q.shape
+        q = rms_norm(q, self.norm_q.weight, self.norm_q.eps) if eager_kernels(q) else self.norm_q(q)
+        q = q.view(b, n, self.heads, self.head_dim).transpose(1, 2)                       # (B, H, N, d)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)                    # (B, H, N, d)
+        return out.transpose(1, 2).reshape(b, n, d)
 
 
 class MixFFN(nn.Module):
@@ -246,15 +267,17 @@ class MixFFN(nn.Module):
         return value * F.silu(gate)
 
     def forward(self, residual: torch.Tensor, x: torch.Tensor, gate: torch.Tensor, frames: int, height: int,
-                width: int, prev_frame: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                width: int, prev_frame: torch.Tensor | None = None, inplace: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         """residual + gate * ffn(x): residual, x (B, N, D), gate (B, T', D) -> (new residual (B, N, D),
-        u (B, T, H'W', D) post-point-conv features)."""
+        u (B, T, H'W', D) post-point-conv features). inplace=True: the residual may be updated in place (the
+        caller does not need it any more)."""
         b, n, d = x.shape
         h = self.inverted(x)                                                  # (B, N, 2F) pre-activation
         u = self.point(self._glu_middle(h, frames, height, width)).view(b, frames, height * width, d)  # (B,T,HW,D)
         prev = None if prev_frame is None else prev_frame.to(u.dtype)
         if gate.shape[1] == 1 and plain_linear(self.temporal):   # uses the weight directly: plain layers only
-            return temporal_gated_residual(residual, u, gate, self.temporal.weight, prev), u
+            return temporal_gated_residual(residual, u, gate, self.temporal.weight, prev, inplace), u
         return residual + gated(self._temporal_via_module(u, prev), gate, frames), u
 
     def _temporal_via_module(self, u: torch.Tensor, prev: torch.Tensor | None) -> torch.Tensor:
@@ -278,9 +301,12 @@ class SanaVideoBlock(nn.Module):
     def forward(self, x: torch.Tensor, t_mod: torch.Tensor, text_k: torch.Tensor, text_v: torch.Tensor,
                 text_bias: torch.Tensor | None, cos: torch.Tensor, sin: torch.Tensor, grid: tuple[int, int, int],
                 prev_vk: torch.Tensor | None = None, prev_k_sum: torch.Tensor | None = None,
-                prev_frame: torch.Tensor | None = None,
+                prev_frame: torch.Tensor | None = None, inplace: bool = False,
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x (B, N, D); t_mod (B, T', 6, D). Returns (x, own vk, own k_sum, u (B, T, HW, D))."""
+        """x (B, N, D); t_mod (B, T', 6, D). Returns (x, own vk, own k_sum, u (B, T, HW, D)).
+
+        inplace=True: x may be updated in place and returned (the caller, the model's block loop, does not use the
+        block's input again); saves a copy of x per residual GEMM."""
         frames, height, width = grid
         mod = self.scale_shift_table.to(t_mod.dtype) + t_mod                 # (B, T', 6, D)
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod.unbind(dim=2)
@@ -293,9 +319,12 @@ class SanaVideoBlock(nn.Module):
         attn_out, own_vk, own_k_sum = self.attn.attend(h, cos, sin, prev_vk, prev_k_sum)
         if self._fold_attention_gate(gate_msa):
             # x + gate * (o W^T + b) = [x + gate * (o W^T)] + gate * b, the constant owed via biases (gate_fold)
-            x = gated_linear_residual(x, attn_out, self.attn.out.weight, gate_msa)
+            x = gated_linear_residual(x, attn_out, self.attn.out.weight, gate_msa, inplace and x.is_contiguous())
             offset = gate_msa[:, 0] * self.attn.out.bias                                # (B, D)
-            cross_out = self.cross(x, text_k, text_v, text_bias, offset)
+            # x is this block's own tensor now: cross-attention's out GEMM accumulates into it; its bias and the
+            # offset are still owed, a per-sample constant that the next residual pass adds
+            owed = self.cross.accumulate(x, text_k, text_v, text_bias, offset)         # (B, D)
+            cross_out = owed[:, None, :].expand_as(x)                                    # stride-0 rows
         else:
             x = x + gated(self.attn.out(attn_out), gate_msa, frames)
             cross_out = self.cross(x, text_k, text_v, text_bias)
@@ -304,7 +333,8 @@ class SanaVideoBlock(nn.Module):
         else:
             x = x + cross_out
             h = modulate(layer_norm(x, self.norm_eps), shift_mlp, scale_mlp, frames).to(x.dtype)
-        x, u = self.ffn(x, h, gate_mlp, frames, height, width, prev_frame)
+        # x is a fresh tensor here (the residual pass above wrote it), so the FFN tail may accumulate into it
+        x, u = self.ffn(x, h, gate_mlp, frames, height, width, prev_frame, inplace=True)
         return x, own_vk, own_k_sum, u
 
     def _fold_attention_gate(self, gate: torch.Tensor) -> bool:
