@@ -457,8 +457,8 @@ def apply_fastest(rows: list[dict[str, Any]]) -> dict[str, dict]:
     from core.kernels import layernorm_modulate_triton as lnt
 
     # the linear-attention kernels keep their defaults: their sweep winners ran slower inside the model (state:
-    # 4 stages, 0.198 vs 0.149 ms per layer; apply: 64 tokens x 4 warps, 0.217 vs 0.153 ms; runs 17 and 19), where
-    # they are the variants that apply the q / k norms on load
+    # 4 stages, 0.198 vs 0.149 ms per layer; apply: 64 tokens x 4 warps, 0.217 vs 0.153 ms; runs 18 and 20 of
+    # docs/perf-notes.md), where they are the variants that apply the q / k norms on load
     targets = {"dwconv_glu silu=True": (dwt, "CFG"), "layernorm kernels": (lnt, "CFG")}
     chosen = {}
     for op, (module, attr) in targets.items():

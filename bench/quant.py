@@ -155,7 +155,7 @@ def run_variants(cfg, device, dtype, latent_shape, text_len, forward_loop, fmt, 
                         rows.append({"name": name, "ms": ms, "speedup": bf16_ms.get(mode, ms) / ms,
                                      "rel_err": rel_err(got, ref), "layers": layers})
                         print(f"  {name}: {ms:.1f} ms", flush=True)
-                        if profiles is not None and mode == "compiled":
+                        if profiles is not None:
                             profiles.append(f"=== {name} ===\n{profile_table(run_block, device, row_limit=30)}")
         except Exception as exc:  # noqa: BLE001 - report and go on
             rows.append({"name": f"{label}: {type(exc).__name__}: {exc}"[:200]})
@@ -175,7 +175,7 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--skip-modelopt", action="store_true")
     ap.add_argument("--profile", action="store_true",
-                    help="torch.profiler top ops of each compiled variant (writes quant_profile.txt)")
+                    help="torch.profiler top ops of each variant (writes quant_profile.txt)")
     ap.add_argument("--no-variants", action="store_true",
                     help="skip the variants section (torch.compile of bf16 and quantized blocks; all-blocks recipe)")
     ap.add_argument("--out", help="output folder (default $OUT)")
