@@ -132,3 +132,17 @@ def test_block_in_place_equals_out_of_place_and_leaves_the_input_alone_by_defaul
         assert torch.equal(x, x_before)                       # inplace=False (default): the caller's x is untouched
         in_place = block(x.clone(), *args[1:], inplace=True)[0]
     assert rel_err(in_place, out_of_place) < 1e-14, f"seed {gen.initial_seed()}"
+
+
+def test_hooked_cross_attention_module_is_called(gen, monkeypatch):
+    """The folded path adds cross-attention through `accumulate`, not the module call; a hook on the module turns
+    folding off so that the hook still sees every call."""
+    block, args = block_and_inputs(gen, torch.float64)
+    seen = []
+    handle = block.cross.register_forward_hook(lambda _m, _a, out: seen.append(out.shape))
+    with torch.no_grad():
+        assert not block._fold_attention_gate(args[1][:, :, 2])
+        hooked = block(*args)[0]
+    handle.remove()
+    assert len(seen) == 1
+    assert rel_err(hooked, run_block(block, args, True, monkeypatch)) < 1e-13

@@ -418,13 +418,14 @@ def test_custom_ops_have_consistent_fake_implementations(gen):
     B, N, H, d = 1, 6, 2, 8
     q, k, v = qkv_views(gen, B, N, H, d, torch.bfloat16, "cpu")
     cos, sin = rope_tables(gen, N, d, "cpu")
-    vk, ks = la._state_op(k, v, cos, sin)
-    out = la._apply_op(q, vk, ks, cos, sin, 1e-8)
+    rstd, w = torch.rand(B, N, generator=gen) + 0.5, randn(gen, H * d, dtype=torch.bfloat16)
+    vk, ks = la._state_op(k, v, cos, sin, w, rstd)
+    out = la._apply_op(q, vk, ks, cos, sin, 1e-8, None, w, rstd)
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     with FakeTensorMode(allow_non_fake_inputs=True):
-        fvk, fks = la._state_op(k, v, cos, sin)
-        fout = la._apply_op(q, vk, ks, cos, sin, 1e-8)
+        fvk, fks = la._state_op(k, v, cos, sin, w, rstd)
+        fout = la._apply_op(q, vk, ks, cos, sin, 1e-8, None, w, rstd)
     assert (fvk.shape, fvk.dtype, fks.shape, fks.dtype) == (vk.shape, vk.dtype, ks.shape, ks.dtype)
     assert (fout.shape, fout.dtype) == (out.shape, out.dtype)
     xc = randn(gen, 2, 3, 4, 16, dtype=torch.bfloat16)
@@ -564,3 +565,45 @@ def test_kernels_write_fp8_for_an_fp8_consumer(device, gen):
     ref = la.linear_attn_apply_reference(q, vk, ks, cos, sin, 1e-6, out_scale=scale)
     assert got.dtype == torch.float8_e4m3fn
     assert_close_to_ref("apply fp8", got.float(), ref.float(), out64 / scale.double().cpu(), gen)
+    # the same with q's RMSNorm applied on load (the model's path into an FP8 out projection)
+    q_rstd = randn(gen, B, N, dtype=torch.float32, device=device, scale=0.2, shift=1.0).abs()
+    q_weight = randn(gen, H * d, dtype=dtype, device=device, shift=0.5)
+    norm = {"q_weight": q_weight, "q_rstd": q_rstd}
+    out64 = la.linear_attn_apply_reference(q.double(), vk.double(), ks.double(), cos.double(), sin.double(), 1e-6,
+                                           q_weight=q_weight.double(), q_rstd=q_rstd.double())
+    scale = (out64.abs().amax() / 448).float().to(device)
+    got = linear_attn_apply_triton(q, vk, ks, cos, sin, 1e-6, out_scale=scale, **norm)
+    ref = la.linear_attn_apply_reference(q, vk, ks, cos, sin, 1e-6, out_scale=scale, **norm)
+    assert_close_to_ref("apply fp8, q norm on load", got.float(), ref.float(), out64 / scale.double().cpu(), gen)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_dwconv_with_a_frame_stride(device, gen):
+    """Frames that are not back to back in memory (every other frame of a larger tensor): the kernel uses the frame
+    stride, not H * W * C."""
+    big = randn(gen, 6, 3, 6, 16, dtype=torch.bfloat16, device=device)
+    x = big[::2]                                                          # (3, 3, 6, 16), frame stride 2 H W C
+    w = randn(gen, 16, 1, 3, 3, dtype=torch.bfloat16, device=device, scale=0.5)
+    b = randn(gen, 16, dtype=torch.bfloat16, device=device)
+    assert_close_to_ref("dwconv strided frames", dwconv3x3_glu_triton(x, w, b, True),
+                        dw.dwconv3x3_glu_reference(x, w, b, True),
+                        dw.dwconv3x3_glu_reference(x.double(), w.double(), b.double(), True), gen)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_layernorm_kernels_odd_rows_and_a_broadcast_residual(device, gen):
+    """An odd number of rows (the last program's second row is masked) and y as a stride-0 per-sample vector (the
+    model's owed bias after cross-attention)."""
+    B, N, D = 3, 5, 40
+    x = randn(gen, B, N, D, dtype=torch.bfloat16, device=device, scale=3.0, shift=2.0)
+    c = randn(gen, B, D, dtype=torch.bfloat16, device=device)
+    y = c[:, None, :].expand(B, N, D)
+    shift, scale = randn(gen, B, D, device=device).bfloat16(), randn(gen, B, D, device=device, scale=0.5).bfloat16()
+    got_x, got_h = add_layernorm_modulate_triton(x, y, None, shift, scale, 1e-6)
+    ref_x, ref_h = lnm.add_layernorm_modulate_reference(x, y, None, shift, scale, 1e-6)
+    x64, h64 = lnm.add_layernorm_modulate_reference(x.double(), y.double(), None, shift.double(), scale.double(), 1e-6)
+    assert_close_to_ref("x + c", got_x, ref_x, x64, gen)
+    assert_close_to_ref("norm of x + c", got_h, ref_h, h64, gen)
+    assert_close_to_ref("layernorm, odd rows", layernorm_modulate_triton(x, shift, scale, 1e-6),
+                        lnm.layernorm_modulate_reference(x, shift, scale, 1e-6),
+                        lnm.layernorm_modulate_reference(x.double(), shift.double(), scale.double(), 1e-6), gen)

@@ -293,22 +293,30 @@ def test_text_context_broadcast_and_cat_match_batched_encoding(pair):
         assert rel_err(ours(latents, t, single), ours(latents, t, repeated)) <= TOL
 
 
-@pytest.mark.gpu
-def test_cuda_bfloat16_close_to_cpu_float32(pair):
+def cpu_and_cuda_models(pair, dtype):
+    """The tiny pair's model on the CPU in float32 and on CUDA in `dtype`, loaded from the same diffusers state dict,
+    with the CPU model's output on the shared inputs."""
     _, sd = pair("tiny")
     cfg = CONFIGS["tiny"]
     cpu = ours_from(sd, cfg)
     with torch.device("meta"):
         gpu = SanaVideoTransformer(cfg)
-    gpu.load_diffusers_state_dict(sd, device="cuda", dtype=torch.bfloat16)
+    gpu.load_diffusers_state_dict(sd, device="cuda", dtype=dtype)
     latents, caption, mask = inputs(cfg)
     t = torch.tensor([10.0, 700.0])
     with torch.no_grad():
         expected = cpu(latents, t, cpu.encode_text(caption, mask))
-        text = gpu.encode_text(caption.cuda(), mask.cuda())
-        got = gpu(latents.cuda(), t.cuda(), text)
-        state = gpu.empty_state(2).add(gpu.cache_pass(latents.cuda(), text, None, 0))
-        streamed = gpu(latents.cuda(), t.cuda(), text, state=state, frame_offset=3)
+    return gpu, (latents.cuda(), t.cuda(), caption.cuda(), mask.cuda()), expected
+
+
+@pytest.mark.gpu
+def test_cuda_bfloat16_close_to_cpu_float32(pair):
+    gpu, (latents, t, caption, mask), expected = cpu_and_cuda_models(pair, torch.bfloat16)
+    with torch.no_grad():
+        text = gpu.encode_text(caption, mask)
+        got = gpu(latents, t, text)
+        state = gpu.empty_state(2).add(gpu.cache_pass(latents, text, None, 0))
+        streamed = gpu(latents, t, text, state=state, frame_offset=3)
     assert got.dtype == torch.float32 and got.device.type == "cuda"
     assert rel_err(got.cpu(), expected) < 3e-2
     assert state.vk.dtype == torch.float32 and state.tconv_frame.dtype == torch.bfloat16
@@ -317,26 +325,14 @@ def test_cuda_bfloat16_close_to_cpu_float32(pair):
 
 @pytest.mark.gpu
 def test_cuda_float32_eager_path_equals_cpu_float32(pair):
-    """The CUDA eager path (Triton kernels, gate folds, GEMM-only temporal tail, q's norm applied inside the attention
-    kernel) computes the same function as the CPU reference path, to float32 precision."""
+    """The CUDA eager path (Triton kernels, gate folds, in-place residual GEMMs, the q / k norms applied inside the
+    attention kernels) computes the same function as the CPU reference path, to float32 precision."""
     tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False   # true fp32 products
     try:
-        _check_cuda_float32_eager_path(pair)
+        gpu, (latents, t, caption, mask), expected = cpu_and_cuda_models(pair, torch.float32)
+        with torch.no_grad():
+            got = gpu(latents, t, gpu.encode_text(caption, mask))
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
-
-
-def _check_cuda_float32_eager_path(pair):
-    _, sd = pair("tiny")
-    cfg = CONFIGS["tiny"]
-    cpu = ours_from(sd, cfg)
-    with torch.device("meta"):
-        gpu = SanaVideoTransformer(cfg)
-    gpu.load_diffusers_state_dict(sd, device="cuda", dtype=torch.float32)
-    latents, caption, mask = inputs(cfg)
-    t = torch.tensor([10.0, 700.0])
-    with torch.no_grad():
-        expected = cpu(latents, t, cpu.encode_text(caption, mask))
-        got = gpu(latents.cuda(), t.cuda(), gpu.encode_text(caption.cuda(), mask.cuda()))
     assert rel_err(got.cpu(), expected) <= 1e-5

@@ -342,4 +342,5 @@ class SanaVideoBlock(nn.Module):
         torch.compile inductor fuses the plain residual into one pass itself and out= GEMMs would become copies."""
         return (gate.shape[1] == 1 and not torch.compiler.is_compiling() and self.attn.out.bias is not None
                 and self.cross.q.bias is not None and self.cross.out.bias is not None
+                and not (self.cross._forward_hooks or self.cross._forward_pre_hooks)   # accumulate skips its call
                 and all(plain_linear(m) for m in (self.attn.out, self.cross.q, self.cross.out)))
