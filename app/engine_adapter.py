@@ -19,6 +19,7 @@ import numpy as np
 
 from core.errors import ExportError, ModelNotFoundError, ProjectError, StudioError
 from core.events import BlockDoneEvent, BlockPreviewEvent, CancelToken, Event, FinishedEvent, StageEvent
+from core.export import check_mp4_target
 from core.timeline import Timeline
 
 
@@ -294,7 +295,7 @@ class EngineAdapter:
         """H.264 MP4 of `take` (a project take id, the block refs the window shows, or None = the current take),
         optionally only frames [start, end). ExportError on a bad path or an encoder failure; nothing is left behind."""
         path = Path(path)
-        _check_writable(path)
+        check_mp4_target(path)   # fail before any encoding, with a message that names the problem
         if self.project is None:
             raise ExportError("nothing to export yet: generate a video first")
         if isinstance(take, str):
@@ -318,18 +319,3 @@ class EngineAdapter:
                 meta["label"] = "DEMO - tiny random weights: the output is noise, not a real video"
             result = write_mp4(path, frames, fps=int(self.project.model.get("fps", 16)), crf=int(crf), metadata=meta)
         yield FinishedEvent(output=str(result), num_frames=0, seconds=time.monotonic() - started)
-
-
-def _check_writable(path: Path) -> None:
-    """Fail early (before any encoding) with a message that names the problem."""
-    if path.suffix.lower() != ".mp4":
-        raise ExportError(f"{path.name}: the file name must end in .mp4")
-    folder = path.parent
-    if not folder.exists():
-        raise ExportError(f"the folder {folder} does not exist")
-    if not folder.is_dir():
-        raise ExportError(f"{folder} is not a folder")
-    if not os.access(folder, os.W_OK):
-        raise ExportError(f"no permission to write into {folder}")
-    if path.exists() and path.is_dir():
-        raise ExportError(f"{path} is a folder")

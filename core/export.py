@@ -107,6 +107,8 @@ def check_mp4_target(output: str | os.PathLike) -> None:
         raise ExportError(f"{parent} is not a folder")
     if not os.access(parent, os.W_OK):
         raise ExportError(f"the output folder {parent} is not writable")
+    if path.is_dir():
+        raise ExportError(f"the output {path} is a folder")
 
 
 def write_mp4(

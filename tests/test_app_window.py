@@ -100,10 +100,9 @@ class ScriptedAdapter(EngineAdapter):
 
     def export(self, path, crf, take=None, frame_range=None):
         """A real H.264 file through core.export: the frames of the take path (refs 'b{block}-s{seed}')."""
-        from app.engine_adapter import _check_writable
-        from core.export import write_mp4
+        from core.export import check_mp4_target, write_mp4
 
-        _check_writable(Path(path))
+        check_mp4_target(path)
         self.exported.append((str(path), crf, take, frame_range))
         refs = take or [f"b{b}-s{s}" for b, s in enumerate(self.block_seeds)]
         frames = []
