@@ -191,11 +191,7 @@ class CrossAttention(nn.Module):
         offset (B, D) or None: a per-sample constant still owed to x (core.kernels.gate_fold). The result is then
         for input x + offset, and includes + offset (so that the caller's residual x + result is complete); both
         go through biases (needs plain q / out Linears)."""
-        if offset is not None:
-            q = linear_per_sample_bias(x, self.q.weight, self.q.bias + offset @ self.q.weight.t())
-        else:
-            q = self.q(x)
-        out = self._attend(q, k, v, bias)
+        out = self._attend(x, k, v, bias, offset)
         if offset is not None:
             return linear_per_sample_bias(out, self.out.weight, self.out.bias + offset)
         return self.out(out)
@@ -205,16 +201,18 @@ class CrossAttention(nn.Module):
         """The residual form of forward(x, ..., offset) for plain q / out Linears: adds the out projection's product
         to x in place (the GEMM accumulates into x, no separate output) and returns what is still owed to x, the
         per-sample constant out.bias + offset (B, D). x must be contiguous and the caller's to change."""
-        b = x.shape[0]
-        q = linear_per_sample_bias(x, self.q.weight, self.q.bias + offset @ self.q.weight.t())
-        out = self._attend(q, k, v, bias)
-        for i in range(b):
+        out = self._attend(x, k, v, bias, offset)
+        for i in range(x.shape[0]):
             x[i].addmm_(out[i], self.out.weight.t())
         return self.out.bias + offset
 
-    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        """q (B, N, D) projected, not normalized -> attention output (B, N, D) token-major, before the out
-        projection."""
+    def _attend(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None,
+                offset: torch.Tensor | None) -> torch.Tensor:
+        """x (B, N, D) -> attention output (B, N, D) token-major, before the out projection (q of x + offset)."""
+        if offset is not None:
+            q = linear_per_sample_bias(x, self.q.weight, self.q.bias + offset @ self.q.weight.t())
+        else:
+            q = self.q(x)
         b, n, d = q.shape
         q = rms_norm(q, self.norm_q.weight, self.norm_q.eps) if eager_kernels(q) else self.norm_q(q)
         q = q.view(b, n, self.heads, self.head_dim).transpose(1, 2)                       # (B, H, N, d)
