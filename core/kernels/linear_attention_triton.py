@@ -228,6 +228,19 @@ def _last_dim_contiguous(x: torch.Tensor) -> torch.Tensor:
     return x if x.stride(-1) == 1 else x.contiguous()
 
 
+def _norm_on_load_args(name: str, weight: torch.Tensor | None, rstd: torch.Tensor | None, B: int, N: int, H: int,
+                       d: int, placeholder: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The kernels' arguments for an RMSNorm applied on load: (weight (H*d,), rstd (B, N) fp32 with a contiguous last
+    dim, rstd's batch stride); `placeholder` stands in for what is absent (its kernel flag is off)."""
+    if weight is not None and weight.numel() != H * d:
+        raise ValueError(f"{name}_weight must have H * d = {H * d} entries, got {tuple(weight.shape)}")
+    if rstd is not None and tuple(rstd.shape) != (B, N):
+        raise ValueError(f"{name}_rstd must be (B, N) = {(B, N)}, got {tuple(rstd.shape)}")
+    w = placeholder if weight is None else weight.contiguous()
+    r = placeholder if rstd is None else _last_dim_contiguous(rstd.to(torch.float32))
+    return w, r, r.stride(0) if rstd is not None else 0
+
+
 def linear_attn_state_triton(k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                              k_weight: torch.Tensor | None = None, k_rstd: torch.Tensor | None = None
                              ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -244,13 +257,7 @@ def linear_attn_state_triton(k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor
                 torch.zeros((B, H, d), dtype=torch.float32, device=device))
     if (k_weight is None) != (k_rstd is None):
         raise ValueError("k_weight and k_rstd come together")
-    if k_rstd is not None and (tuple(k_rstd.shape) != (B, N) or k_weight.numel() != H * d):
-        raise ValueError(f"k_rstd must be (B, N) and k_weight (H*d,), got {tuple(k_rstd.shape)}, "
-                         f"{tuple(k_weight.shape)}")
-    kw = k if k_weight is None else k_weight.contiguous()
-    kr = k if k_rstd is None else k_rstd.to(torch.float32)
-    if k_rstd is not None and kr.stride(-1) != 1:
-        kr = kr.contiguous()
+    kw, kr, kr_stride = _norm_on_load_args("k", k_weight, k_rstd, B, N, H, d, k)
     d_pad, half_pad = _pads(d)
     mode = dot_mode(v.dtype, device)
     cfg = STATE_CFG
@@ -263,7 +270,7 @@ def linear_attn_state_triton(k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor
         k, v, cos, sin, vk_part, ks_part, kw, kr,
         N, H, tokens_per_split,
         k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
-        kr.stride(0) if k_rstd is not None else 0,
+        kr_stride,
         D=d, HALF=d // 2, D_PAD=d_pad, HALF_PAD=half_pad, BLOCK_N=block_n, MODE=mode, HAS_KNORM=k_rstd is not None,
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
@@ -292,14 +299,7 @@ def linear_attn_apply_triton(q: torch.Tensor, vk: torch.Tensor, k_sum: torch.Ten
     elif tuple(out.shape) != (B, N, H, d) or out.stride(-1) != 1 or out.dtype != out_dtype:
         raise ValueError("out must be (B, N, H, d) in q.dtype (FP8 with out_scale) with a contiguous last dim")
     scale = vk if out_scale is None else out_scale.to(device=device, dtype=torch.float32).reshape(1)
-    if q_weight is not None and q_weight.numel() != H * d:
-        raise ValueError(f"q_weight must have H * d = {H * d} entries, got {tuple(q_weight.shape)}")
-    qw = vk if q_weight is None else q_weight.contiguous()
-    if q_rstd is not None and tuple(q_rstd.shape) != (B, N):
-        raise ValueError(f"q_rstd must be (B, N) = {(B, N)}, got {tuple(q_rstd.shape)}")
-    qr = vk if q_rstd is None else q_rstd.to(torch.float32)
-    if qr.stride(-1) != 1:
-        qr = qr.contiguous()
+    qw, qr, qr_stride = _norm_on_load_args("q", q_weight, q_rstd, B, N, H, d, vk)
     if N == 0 or B * H == 0:
         return out
     d_pad, half_pad = _pads(d)
@@ -312,8 +312,9 @@ def linear_attn_apply_triton(q: torch.Tensor, vk: torch.Tensor, k_sum: torch.Ten
         q, vk, k_sum, cos, sin, out, scale, qw, qr,
         N, H, tokens_per_prog, float(eps),
         q.stride(0), q.stride(1), q.stride(2), out.stride(0), out.stride(1), out.stride(2),
-        qr.stride(0) if q_rstd is not None else 0,
+        qr_stride,
         D=d, HALF=d // 2, D_PAD=d_pad, HALF_PAD=half_pad, BLOCK_N=block_n, MODE=mode, FP8_OUT=out_scale is not None,
-        HAS_QW=q_weight is not None, HAS_QRSTD=q_rstd is not None, EXACT_DIV=out.element_size() >= 4, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+        HAS_QW=q_weight is not None, HAS_QRSTD=q_rstd is not None, EXACT_DIV=out.element_size() >= 4,
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
     return out
