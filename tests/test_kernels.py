@@ -319,6 +319,20 @@ def test_qk_rms_reciprocals(device, dtype, gen):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_rms_reciprocal_of_k_inside_qkv(device, dtype, gen):
+    from core.kernels.rms_norm_triton import rms_reciprocal_triton
+    qkv = randn(gen, 2, 7, 3 * 40, dtype=dtype, device=device, scale=2.0)
+    k = qkv[..., 40:80]                                                   # strided rows, as the model passes it
+    got = rms_reciprocal_triton(k, 1e-6)
+    assert got.shape == (2, 7) and got.dtype == torch.float32
+    assert_close_to_ref("rms_reciprocal", got, rn.rms_reciprocal_reference(k, 1e-6),
+                        rn.rms_reciprocal_reference(k.double(), 1e-6), gen)
+    if device == "cpu":
+        assert torch.equal(rn.rms_reciprocal(k, 1e-6), rn.rms_reciprocal_reference(k, 1e-6))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("identity_col", [None, 0, 6])
 def test_scale_rows(device, dtype, identity_col, gen):
     weight = randn(gen, 6, 18, dtype=dtype, device=device, scale=0.3)
@@ -578,6 +592,94 @@ def test_kernels_write_fp8_for_an_fp8_consumer(device, gen):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("with_residual", [False, True])
+def test_layernorm_kernels_write_fp8(device, with_residual, gen):
+    """With out_scale the LayerNorm kernels write the normalised output as E4M3 (the residual stays bf16)."""
+    B, T, D = 2, 3, 40
+    N = T * 8
+    x = randn(gen, B, N, D, dtype=torch.bfloat16, device=device, scale=3.0, shift=2.0)
+    y = randn(gen, B, N, D, dtype=torch.bfloat16, device=device)
+    shift, scale = (m.bfloat16() for m in _modulations(gen, "sample", B, N, D, T, device))
+    fp8 = torch.tensor(1.5 / 448, device=device)                          # |h| above ~1.5 saturates
+    if with_residual:
+        got_x, got = add_layernorm_modulate_triton(x, y, None, shift, scale, 1e-6, out_scale=fp8)
+        ref_x, ref = lnm.add_layernorm_modulate_reference(x, y, None, shift, scale, 1e-6, out_scale=fp8)
+        x64, h64 = lnm.add_layernorm_modulate_reference(x.double(), y.double(), None, shift.double(), scale.double(),
+                                                        1e-6)
+        assert got_x.dtype == torch.bfloat16
+        assert_close_to_ref("x + y", got_x, ref_x, x64, gen)
+    else:
+        got = layernorm_modulate_triton(x, shift, scale, 1e-6, out_scale=fp8)
+        ref = lnm.layernorm_modulate_reference(x, shift, scale, 1e-6, out_scale=fp8)
+        h64 = lnm.layernorm_modulate_reference(x.double(), shift.double(), scale.double(), 1e-6)
+    assert got.dtype == torch.float8_e4m3fn
+    expected = (h64 / fp8.double().cpu()).clamp(-448, 448)
+    assert_close_to_ref("layernorm fp8", got.float(), ref.float(), expected, gen)
+
+
+# ---------------------------------------------------------------- FP8 block glue
+
+from core.kernels import fp8_residual as fr  # noqa: E402
+from core.kernels.fp8_residual_triton import gated_residual_triton, stack_taps_e4m3_triton  # noqa: E402
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("gate_kind", ["sample", "frame"])
+@pytest.mark.parametrize("with_b", [False, True])
+def test_gated_residual(device, dtype, gate_kind, with_b, gen):
+    B, T, S, D = 2, 3, 5, 600                                             # D spans two column tiles, ragged
+    N = T * S
+    x = randn(gen, B, N, D, dtype=dtype, device=device, scale=3.0)
+    a = randn(gen, B, N, D, dtype=dtype, device=device)
+    b = randn(gen, B, N, D, dtype=dtype, device=device) if with_b else None
+    gate = randn(gen, B, 1 if gate_kind == "sample" else T, D, dtype=dtype, device=device)
+    fp8 = torch.tensor(6.0 / 448, device=device)
+    got, got_q = gated_residual_triton(x, a, gate, b, out_scale=fp8)
+    ref, ref_q = fr.gated_residual_reference(x, a, gate, b, out_scale=fp8)
+    ref64, _ = fr.gated_residual_reference(x.double(), a.double(), gate.double(),
+                                           None if b is None else b.double())
+    assert got.dtype == dtype and got_q.dtype == torch.float8_e4m3fn
+    assert_close_to_ref("x + gate * (a + b)", got, ref, ref64, gen)
+    # the E4M3 copy is of the stored (rounded) residual: compare with the exact cast of the kernel's own x_new
+    exact_q = (got.double().cpu() / fp8.double().cpu()).clamp(-448, 448)
+    assert_close_to_ref("its e4m3 copy", got_q.float(), fr.cast_e4m3(got, fp8).float(), exact_q, gen)
+    # in place: the same numbers written into x, and no E4M3 copy without a scale
+    x_in = x.clone()
+    out, none = gated_residual_triton(x_in, a, gate, b, inplace=True)
+    assert out.data_ptr() == x_in.data_ptr() and none is None
+    assert torch.equal(out, got)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("with_prev", [False, True])
+def test_stack_taps_e4m3(device, with_prev, gen):
+    B, T, S, D = 2, 3, 5, 600
+    u = randn(gen, B, T, S, D, dtype=torch.bfloat16, device=device)
+    prev = randn(gen, B, S, D, dtype=torch.bfloat16, device=device) if with_prev else None
+    fp8 = torch.tensor(2.0**-7, device=device)     # a power of two: x * (1/scale) == x / scale, bytes comparable
+    got = stack_taps_e4m3_triton(u, prev, fp8)
+    ref = fr.stack_taps_e4m3_reference(u, prev, fp8)
+    assert got.dtype == torch.float8_e4m3fn and got.shape == (B, T, S, 3 * D)
+    # a pure cast of bf16 inputs: exactly the reference's E4M3 bytes
+    assert torch.equal(got.view(torch.uint8).cpu(), ref.view(torch.uint8).cpu())
+
+
+def test_fp8_glue_dispatch_on_cpu_uses_the_references(gen):
+    x = randn(gen, 1, 6, 8)
+    a, gate = randn(gen, 1, 6, 8), randn(gen, 1, 2, 8)
+    x_new, xq = fr.gated_residual(x, a, gate, out_scale=torch.tensor(0.1))
+    ref, ref_q = fr.gated_residual_reference(x, a, gate, out_scale=torch.tensor(0.1))
+    assert torch.equal(x_new, ref) and torch.equal(xq.view(torch.uint8), ref_q.view(torch.uint8))
+    x_in = x.clone()
+    assert fr.gated_residual(x_in, a, gate, inplace=True)[0] is x_in and torch.equal(x_in, ref)
+    with pytest.raises(ValueError, match="divid"):
+        fr.gated_residual(x, a, randn(gen, 1, 4, 8))
+    with pytest.raises(ValueError, match="prev"):
+        fr.stack_taps_e4m3(randn(gen, 1, 2, 3, 8), randn(gen, 1, 2, 8), torch.tensor(1.0))
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_dwconv_with_a_frame_stride(device, gen):
     """Frames that are not back to back in memory (every other frame of a larger tensor): the kernel uses the frame
     stride, not H * W * C."""
@@ -607,3 +709,184 @@ def test_layernorm_kernels_odd_rows_and_a_broadcast_residual(device, gen):
     assert_close_to_ref("layernorm, odd rows", layernorm_modulate_triton(x, shift, scale, 1e-6),
                         lnm.layernorm_modulate_reference(x, shift, scale, 1e-6),
                         lnm.layernorm_modulate_reference(x.double(), shift.double(), scale.double(), 1e-6), gen)
+
+
+# ---------------------------------------------------------------- linear attention folded into the out projection
+# (imported here, after the header: Triton is already imported, in interpreter mode where the header chose it)
+
+from core.kernels import attn_fold as af  # noqa: E402
+from core.kernels.attn_fold_triton import fold_out_projection_triton, linear_attn_ratio_triton  # noqa: E402
+
+# tiny; the real head dim with H > 1, odd N, N not a multiple of the token tile, B = 2
+RATIO_SHAPES = [(2, 37, 3, 8), (2, 71, 2, 112), (1, 200, 2, 112)]
+
+
+def _total_k_sum(g, B, N, H, d, device):
+    """A positive fp32 k_sum as the model's total state has (this chunk + previous blocks)."""
+    return randn(g, B, H, d, dtype=torch.float64, scale=3.0, shift=N).abs().float().to(device)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", RATIO_SHAPES)
+@pytest.mark.parametrize("q_norm", ["none", "given", "computed"])
+def test_linear_attn_ratio(device, dtype, shape, q_norm, gen):
+    B, N, H, d = shape
+    eps = 1e-8 if dtype == torch.bfloat16 else 1e-15
+    q, _, _ = qkv_views(gen, B, N, H, d, dtype, device)                  # strided view of a (B, N, 3D) projection
+    cos, sin = rope_tables(gen, N, d, device)
+    k_sum = _total_k_sum(gen, B, N, H, d, device)
+    norm, norm64 = {}, {}
+    if q_norm != "none":   # a per-channel weight (some negative: ReLU comes after)
+        w = randn(gen, H * d, dtype=dtype, device=device, shift=0.5)
+        norm["q_weight"], norm64["q_weight"] = w, w.double()
+    if q_norm == "given":
+        r = randn(gen, B, N, dtype=torch.float32, device=device, scale=0.2, shift=1.0).abs()
+        norm["q_rstd"], norm64["q_rstd"] = r, r.double()
+    if q_norm == "computed":
+        norm["q_norm_eps"] = norm64["q_norm_eps"] = 1e-5
+    out = linear_attn_ratio_triton(q, k_sum, cos, sin, eps, **norm)
+    assert out.dtype == dtype and out.is_contiguous()
+    ref = af.linear_attn_ratio_reference(q, k_sum, cos, sin, eps, **norm)
+    ref64 = af.linear_attn_ratio_reference(q.double(), k_sum.double(), cos.double(), sin.double(), eps, **norm64)
+    assert_close_to_ref("r", out, ref, ref64, gen)
+
+
+FOLD_SHAPES = [(1, 40, 3, 8), (2, 150, 2, 112)]   # (B, D_out, H, d): D_out not a multiple of the row tile
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", FOLD_SHAPES)
+@pytest.mark.parametrize("with_gate", [False, True])
+@pytest.mark.parametrize("out_dtype", [None, torch.float32])
+def test_fold_out_projection(device, dtype, shape, with_gate, out_dtype, gen):
+    B, D_out, H, d = shape
+    w = randn(gen, D_out, H * d, dtype=dtype, device=device, scale=(H * d) ** -0.5)
+    vk = randn(gen, B, H, d, d, dtype=torch.float32, device=device, scale=50.0)
+    gate = randn(gen, B, D_out, dtype=dtype, device=device) if with_gate else None
+    got = fold_out_projection_triton(w, vk, gate, out_dtype)
+    assert got.dtype == (out_dtype or dtype) and got.shape == (B, D_out, H * d)
+    ref = af.fold_out_projection_reference(w, vk, gate, out_dtype)
+    ref64 = af.fold_out_projection_reference(w.double(), vk.double(), None if gate is None else gate.double())
+    assert_close_to_ref("M", got, ref, ref64, gen)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_fold_out_projection_strided_weight(device, gen):
+    """A weight with a row stride (a slice of a wider matrix) and a strided gate."""
+    B, D_out, H, d = 2, 20, 2, 16
+    big = randn(gen, D_out, H * d + 8, dtype=torch.bfloat16, device=device)
+    w = big[:, 4:4 + H * d]
+    vk = randn(gen, B, H, d, d, device=device, scale=10.0)
+    gate = randn(gen, B, 2 * D_out, device=device)[:, ::2]
+    assert_close_to_ref("M, strided", fold_out_projection_triton(w, vk, gate), af.fold_out_projection_reference(w, vk, gate),
+                        af.fold_out_projection_reference(w.double(), vk.double(), gate.double()), gen)
+
+
+@pytest.mark.parametrize("B", [1, 2])
+@pytest.mark.parametrize("q_norm", ["given", "computed"])
+def test_fold_is_exact(B, q_norm, gen):
+    """r @ M^T == linear_attn_apply(...) @ W^T * gate (fp64): the fold changes only the rounding."""
+    N, H, d = 23, 3, 8
+    D = H * d
+    q, k, v = qkv_views(gen, B, N, H, d, torch.float64, "cpu")
+    cos, sin = (t.double() for t in rope_tables(gen, N, d, "cpu"))
+    vk, k_sum = la.linear_attn_state_reference(k, v, cos, sin)
+    w_q = randn(gen, D, dtype=torch.float64, shift=0.5)
+    rstd = rn.rms_reciprocal_reference(q.reshape(B, N, D), 1e-6)
+    w_out = randn(gen, 2 * D, D, dtype=torch.float64)
+    gate = randn(gen, B, 2 * D, dtype=torch.float64)
+    norm = {"q_weight": w_q, **({"q_rstd": rstd} if q_norm == "given" else {"q_norm_eps": 1e-6})}
+    r = af.linear_attn_ratio_reference(q, k_sum, cos, sin, 1e-8, **norm)
+    m = af.fold_out_projection_reference(w_out, vk, gate)
+    got = torch.einsum("bnk,bok->bno", r.reshape(B, N, D), m)
+    out = la.linear_attn_apply_reference(q, vk, k_sum, cos, sin, 1e-8, q_weight=w_q, q_rstd=rstd)
+    expected = (out.reshape(B, N, D) @ w_out.t()) * gate[:, None, :]
+    assert rel_err(got, expected) < 1e-12
+
+
+def test_computed_q_rstd_is_qk_rms_reciprocals(gen):
+    """The ratio's own q statistic (q_norm_eps) is exactly the q half of qk_rms_reciprocals (fp64)."""
+    B, N, H, d = 2, 9, 3, 8
+    q, _, _ = qkv_views(gen, B, N, H, d, torch.float64, "cpu")
+    cos, sin = (t.double() for t in rope_tables(gen, N, d, "cpu"))
+    k_sum = _total_k_sum(gen, B, N, H, d, "cpu").double()
+    rstd, _ = rn.qk_rms_reciprocals_reference(q.reshape(B, N, H * d).repeat(1, 1, 2), H * d, 1e-6)
+    assert torch.equal(af.linear_attn_ratio_reference(q, k_sum, cos, sin, 1e-8, q_rstd=rstd),
+                       af.linear_attn_ratio_reference(q, k_sum, cos, sin, 1e-8, q_norm_eps=1e-6))
+
+
+def test_fold_dispatchers_use_the_reference_on_cpu(gen):
+    B, N, H, d = 1, 9, 2, 8
+    q, _, _ = qkv_views(gen, B, N, H, d, torch.bfloat16, "cpu")
+    cos, sin = rope_tables(gen, N, d, "cpu")
+    k_sum = _total_k_sum(gen, B, N, H, d, "cpu")
+    assert torch.equal(af.linear_attn_ratio(q, k_sum, cos, sin, 1e-8, q_norm_eps=1e-6),
+                       af.linear_attn_ratio_reference(q, k_sum, cos, sin, 1e-8, q_norm_eps=1e-6))
+    w, vk, gate = randn(gen, 5, H * d, dtype=torch.bfloat16), randn(gen, B, H, d, d), randn(gen, B, 5)
+    assert torch.equal(af.fold_out_projection(w, vk, gate), af.fold_out_projection_reference(w, vk, gate))
+
+
+def test_fold_ops_reject_bad_arguments():
+    q = torch.randn(1, 5, 2, 8)
+    with pytest.raises(ValueError, match="not both"):
+        af.linear_attn_ratio(q, torch.ones(1, 2, 8), torch.zeros(5, 4), torch.zeros(5, 4), 1e-8,
+                             q_rstd=torch.ones(1, 5), q_norm_eps=1e-6)
+    with pytest.raises(ValueError, match="k_sum"):
+        linear_attn_ratio_triton(q, torch.ones(1, 3, 8), torch.zeros(5, 4), torch.zeros(5, 4), 1e-8)
+    with pytest.raises(ValueError, match="H \\* d"):
+        af.fold_out_projection(torch.ones(4, 15), torch.ones(1, 2, 8, 8))
+
+
+def test_fold_custom_ops_have_consistent_fake_implementations(gen):
+    """torch.compile sees both ops as custom ops; their fake (shape) functions must match the real outputs."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    B, N, H, d = 1, 6, 2, 8
+    q, _, _ = qkv_views(gen, B, N, H, d, torch.bfloat16, "cpu")
+    cos, sin = rope_tables(gen, N, d, "cpu")
+    k_sum, w = _total_k_sum(gen, B, N, H, d, "cpu"), randn(gen, H * d, dtype=torch.bfloat16)
+    w_out, vk, gate = randn(gen, 5, H * d, dtype=torch.bfloat16), randn(gen, B, H, d, d), randn(gen, B, 5)
+    calls = [lambda: af._ratio_op(q, k_sum, cos, sin, 1e-8, w, None, 1e-6),
+             lambda: af._ratio_op(q, k_sum, cos, sin, 1e-8, None, torch.ones(B, N), None),
+             lambda: af._fold_op(w_out, vk, gate, None),
+             lambda: af._fold_op(w_out, vk, None, torch.float32)]
+    for call in calls:
+        real = call()
+        with FakeTensorMode(allow_non_fake_inputs=True):
+            fake = call()
+        assert (fake.shape, fake.dtype) == (real.shape, real.dtype)
+
+
+@pytest.mark.gpu
+def test_gpu_fold_real_sizes():
+    """One 480p block's sizes through the dispatchers, and the folded out projection against apply + out projection."""
+    g = torch.Generator().manual_seed(random.SystemRandom().randrange(2**31))
+    B, N, H, d = 2, 1560 * 2 + 17, 20, 112
+    D = H * d
+    q, k, v = qkv_views(g, B, N, H, d, torch.bfloat16, "cuda")
+    cos, sin = rope_tables(g, N, d, "cuda")
+    vk, k_sum = la.linear_attn_state(k, v, cos, sin)
+    w_q = randn(g, D, dtype=torch.bfloat16, device="cuda", shift=1.0)
+    norm = {"q_weight": w_q, "q_norm_eps": 1e-5}
+    r = af.linear_attn_ratio(q, k_sum, cos, sin, 1e-8, **norm)
+    r64 = af.linear_attn_ratio_reference(q.double(), k_sum.double(), cos.double(), sin.double(), 1e-8,
+                                         q_weight=w_q.double(), q_norm_eps=1e-5)
+    assert_close_to_ref("r, q_rstd computed", r, af.linear_attn_ratio_reference(q, k_sum, cos, sin, 1e-8, **norm),
+                        r64, g)
+    w_out = randn(g, D, D, dtype=torch.bfloat16, device="cuda", scale=D ** -0.5)
+    gate = randn(g, B, D, dtype=torch.bfloat16, device="cuda")
+    m = af.fold_out_projection(w_out, vk, gate)
+    m64 = af.fold_out_projection_reference(w_out.double(), vk.double(), gate.double())
+    assert_close_to_ref("M", m, af.fold_out_projection_reference(w_out, vk, gate), m64, g)
+    # the model's product: y = r @ M^T per sample, against the unfolded apply -> out projection -> gate (fp64)
+    y = torch.stack([r[i].view(N, D) @ m[i].t() for i in range(B)])
+    q_rstd = rn.rms_reciprocal_reference(q.reshape(B, N, D).double(), 1e-5)
+    out64 = la.linear_attn_apply_reference(q.double(), vk.double(), k_sum.double(), cos.double(), sin.double(), 1e-8,
+                                           q_weight=w_q.double(), q_rstd=q_rstd)
+    y64 = (out64.reshape(B, N, D) @ w_out.double().t()) * gate.double()[:, None, :]
+    out = la.linear_attn_apply(q, vk, k_sum, cos, sin, 1e-8, q_weight=w_q, q_rstd=q_rstd.float())
+    y_unfolded = torch.stack([out[i].view(N, D) @ w_out.t() for i in range(B)]) * gate[:, None, :]
+    # no worse than the unfolded path's own bf16 roundings (r, M, y vs out, y, gate product)
+    assert rel_err(y, y64) <= 2 * rel_err(y_unfolded, y64)

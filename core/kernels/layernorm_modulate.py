@@ -10,6 +10,9 @@ output to bf16 before modulating; rounding once is slightly more accurate and ot
 `add_layernorm_modulate(x, y, gate, shift, scale, eps)` fuses the residual update that precedes each norm in a block:
 x_new = x + gate * y (gate None: x + y; gate shaped like shift/scale), rounded to x.dtype, then the normalised and
 modulated x_new. One pass instead of a residual pass plus a norm pass.
+
+`out_scale` (a 0-d fp32 tensor, optional): the normalised output is written as FP8 E4M3 (value / scale, saturated;
+core/kernels/fp8_out.py) for an FP8 GEMM that reads it; the residual x_new stays in x.dtype.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import torch
 
 from core.kernels._triton import load_impl, wants_triton
+from core.kernels.fp8_out import cast_e4m3
 
 
 def _acc(x: torch.Tensor) -> torch.Tensor:
@@ -39,8 +43,8 @@ def modulation_groups(m: torch.Tensor, batch: int, tokens: int, dim: int) -> tor
     return m
 
 
-def layernorm_modulate_reference(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float
-                                 ) -> torch.Tensor:
+def layernorm_modulate_reference(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float,
+                                 out_scale: torch.Tensor | None = None) -> torch.Tensor:
     B, N, D = x.shape
     shift_g = _acc(modulation_groups(shift, B, N, D))                   # (B, G, D)
     scale_g = _acc(modulation_groups(scale, B, N, D))
@@ -51,12 +55,13 @@ def layernorm_modulate_reference(x: torch.Tensor, shift: torch.Tensor, scale: to
     mean = xf.mean(dim=-1, keepdim=True)
     var = (xf - mean).square().mean(dim=-1, keepdim=True)
     y = ((xf - mean) * torch.rsqrt(var + eps)).view(B, G, N // G, D)
-    y = y * (1 + scale_g[:, :, None, :]) + shift_g[:, :, None, :]
-    return y.view(B, N, D).to(x.dtype)
+    y = (y * (1 + scale_g[:, :, None, :]) + shift_g[:, :, None, :]).view(B, N, D)
+    return y.to(x.dtype) if out_scale is None else cast_e4m3(y, out_scale)
 
 
 def add_layernorm_modulate_reference(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor | None, shift: torch.Tensor,
-                                     scale: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+                                     scale: torch.Tensor, eps: float, out_scale: torch.Tensor | None = None
+                                     ) -> tuple[torch.Tensor, torch.Tensor]:
     B, N, D = x.shape
     if y.shape != x.shape:
         raise ValueError(f"y {tuple(y.shape)} must match x {tuple(x.shape)}")
@@ -67,63 +72,73 @@ def add_layernorm_modulate_reference(x: torch.Tensor, y: torch.Tensor, gate: tor
         G = gate_g.shape[1]
         x_new = _acc(x) + (_acc(y).view(B, G, N // G, D) * gate_g[:, :, None, :]).view(B, N, D)
     x_new = x_new.to(x.dtype)                    # the residual stream is stored in x.dtype; the norm reads that
-    return x_new, layernorm_modulate_reference(x_new, shift, scale, eps)
+    return x_new, layernorm_modulate_reference(x_new, shift, scale, eps, out_scale)
 
 
 _IMPL = "core.kernels.layernorm_modulate_triton"
 
 
-def _impl(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:
+def _impl(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float,
+          out_scale: torch.Tensor | None = None) -> torch.Tensor:
     impl = load_impl(_IMPL) if x.is_cuda else None
     if impl is None:
-        return layernorm_modulate_reference(x, shift, scale, eps)
-    return impl.layernorm_modulate_triton(x, shift, scale, eps)
+        return layernorm_modulate_reference(x, shift, scale, eps, out_scale)
+    return impl.layernorm_modulate_triton(x, shift, scale, eps, out_scale=out_scale)
 
 
 @torch.library.custom_op("sana_video::layernorm_modulate", mutates_args=())
-def _op(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:
-    return _impl(x, shift, scale, eps)
+def _op(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float,
+        out_scale: torch.Tensor | None = None) -> torch.Tensor:
+    return _impl(x, shift, scale, eps, out_scale)
+
+
+def _h_fake(x: torch.Tensor, out_scale: torch.Tensor | None) -> torch.Tensor:
+    return x.new_empty(x.shape, dtype=x.dtype if out_scale is None else torch.float8_e4m3fn)
 
 
 @_op.register_fake
-def _op_fake(x, shift, scale, eps):
-    return x.new_empty(x.shape)
+def _op_fake(x, shift, scale, eps, out_scale=None):
+    return _h_fake(x, out_scale)
 
 
 def _add_impl(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor | None, shift: torch.Tensor, scale: torch.Tensor,
-              eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+              eps: float, out_scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     impl = load_impl(_IMPL) if x.is_cuda else None
     if impl is None:
-        return add_layernorm_modulate_reference(x, y, gate, shift, scale, eps)
-    return impl.add_layernorm_modulate_triton(x, y, gate, shift, scale, eps)
+        return add_layernorm_modulate_reference(x, y, gate, shift, scale, eps, out_scale)
+    return impl.add_layernorm_modulate_triton(x, y, gate, shift, scale, eps, out_scale=out_scale)
 
 
 @torch.library.custom_op("sana_video::add_layernorm_modulate", mutates_args=())
 def _add_op(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor | None, shift: torch.Tensor, scale: torch.Tensor,
-            eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    return _add_impl(x, y, gate, shift, scale, eps)
+            eps: float, out_scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    return _add_impl(x, y, gate, shift, scale, eps, out_scale)
 
 
 @_add_op.register_fake
-def _add_op_fake(x, y, gate, shift, scale, eps):
-    return x.new_empty(x.shape), x.new_empty(x.shape)
+def _add_op_fake(x, y, gate, shift, scale, eps, out_scale=None):
+    return x.new_empty(x.shape), _h_fake(x, out_scale)
 
 
 def add_layernorm_modulate(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor | None, shift: torch.Tensor,
-                           scale: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x + gate * y, layernorm_modulate(x + gate * y, shift, scale, eps)); new contiguous (B, N, D) tensors."""
+                           scale: torch.Tensor, eps: float, out_scale: torch.Tensor | None = None
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x + gate * y, layernorm_modulate(x + gate * y, shift, scale, eps)); new contiguous (B, N, D) tensors (the
+    second in FP8 E4M3 with `out_scale`)."""
     tensors = [x, y, shift, scale] + ([] if gate is None else [gate])
     if not wants_triton(*tensors):
-        return add_layernorm_modulate_reference(x, y, gate, shift, scale, eps)
+        return add_layernorm_modulate_reference(x, y, gate, shift, scale, eps, out_scale)
     if torch.compiler.is_compiling():
-        return _add_op(x, y, gate, shift, scale, float(eps))
-    return _add_impl(x, y, gate, shift, scale, eps)
+        return _add_op(x, y, gate, shift, scale, float(eps), out_scale)
+    return _add_impl(x, y, gate, shift, scale, eps, out_scale)
 
 
-def layernorm_modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:
-    """Dispatch: Triton kernel on CUDA, the reference elsewhere. Returns a new contiguous (B, N, D) tensor."""
+def layernorm_modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float,
+                       out_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """Dispatch: Triton kernel on CUDA, the reference elsewhere. Returns a new contiguous (B, N, D) tensor (FP8 E4M3
+    with `out_scale`)."""
     if not wants_triton(x, shift, scale):
-        return layernorm_modulate_reference(x, shift, scale, eps)
+        return layernorm_modulate_reference(x, shift, scale, eps, out_scale)
     if torch.compiler.is_compiling():
-        return _op(x, shift, scale, float(eps))
-    return _impl(x, shift, scale, eps)
+        return _op(x, shift, scale, float(eps), out_scale)
+    return _impl(x, shift, scale, eps, out_scale)

@@ -1,7 +1,8 @@
 """Triton kernel for LayerNorm (no affine) + modulation; math and shapes in core/kernels/layernorm_modulate.py.
 
 One program per CFG["rows"] token rows: the rows (D = 2240 -> 4096 lanes, masked) stay in registers between the
-statistics and the output, so x is read once and the result written once (memory-bound: 2 * N * D * 2 bytes)."""
+statistics and the output, so x is read once and the result written once (memory-bound: 2 * N * D * 2 bytes).
+FP8_OUT: the normalised output as E4M3 (value / scale, saturated, rounded to nearest even) for an FP8 GEMM."""
 
 from __future__ import annotations
 
@@ -18,10 +19,10 @@ CFG = {"rows": 2, "num_warps": 8}
 
 
 @Kernel
-def _ln_mod_kernel(x_ptr, shift_ptr, scale_ptr, out_ptr,
+def _ln_mod_kernel(x_ptr, shift_ptr, scale_ptr, out_ptr, fp8_scale_ptr,
                    M, N, D, tokens_per_group, eps,
                    s_xb, s_xn, s_shb, s_shg, s_scb, s_scg, s_ob, s_on,
-                   ROWS: tl.constexpr, BLOCK_D: tl.constexpr):
+                   ROWS: tl.constexpr, BLOCK_D: tl.constexpr, FP8_OUT: tl.constexpr):
     rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)                 # flattened (b, n) rows
     row_ok = rows < M
     b = (rows // N).to(tl.int64)
@@ -37,14 +38,16 @@ def _ln_mod_kernel(x_ptr, shift_ptr, scale_ptr, out_ptr,
     shift = tl.load(shift_ptr + (b * s_shb + g * s_shg)[:, None] + offs[None, :], mask=m2, other=0.0).to(tl.float32)
     scale = tl.load(scale_ptr + (b * s_scb + g * s_scg)[:, None] + offs[None, :], mask=m2, other=0.0).to(tl.float32)
     y = y * (1.0 + scale) + shift
+    if FP8_OUT:
+        y = tl.clamp(y * (1.0 / tl.load(fp8_scale_ptr)), -448.0, 448.0)
     tl.store(out_ptr + (b * s_ob + n * s_on)[:, None] + offs[None, :], y.to(out_ptr.dtype.element_ty), mask=m2)
 
 
 @Kernel
-def _add_ln_mod_kernel(x_ptr, y_ptr, gate_ptr, shift_ptr, scale_ptr, xout_ptr, out_ptr,
+def _add_ln_mod_kernel(x_ptr, y_ptr, gate_ptr, shift_ptr, scale_ptr, xout_ptr, out_ptr, fp8_scale_ptr,
                        M, N, D, tokens_per_group, gate_tokens_per_group, eps,
                        s_xb, s_xn, s_yb, s_yn, s_gb, s_gg, s_shb, s_shg, s_scb, s_scg, s_ob, s_on,
-                       HAS_GATE: tl.constexpr, ROWS: tl.constexpr, BLOCK_D: tl.constexpr):
+                       HAS_GATE: tl.constexpr, ROWS: tl.constexpr, BLOCK_D: tl.constexpr, FP8_OUT: tl.constexpr):
     # x_new = x + gate * y (stored, rounded to x's dtype), then LayerNorm + modulation of the stored value
     rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)                 # flattened (b, n) rows
     row_ok = rows < M
@@ -69,6 +72,8 @@ def _add_ln_mod_kernel(x_ptr, y_ptr, gate_ptr, shift_ptr, scale_ptr, xout_ptr, o
     shift = tl.load(shift_ptr + (b * s_shb + g * s_shg)[:, None] + offs[None, :], mask=m2, other=0.0).to(tl.float32)
     scale = tl.load(scale_ptr + (b * s_scb + g * s_scg)[:, None] + offs[None, :], mask=m2, other=0.0).to(tl.float32)
     h = h * (1.0 + scale) + shift
+    if FP8_OUT:
+        h = tl.clamp(h * (1.0 / tl.load(fp8_scale_ptr)), -448.0, 448.0)
     tl.store(out_ptr + (b * s_ob + n * s_on)[:, None] + offs[None, :], h.to(out_ptr.dtype.element_ty), mask=m2)
 
 
@@ -77,8 +82,17 @@ def _groups_last_contiguous(m: torch.Tensor, B: int, N: int, D: int) -> torch.Te
     return g if g.stride(-1) == 1 else g.contiguous()
 
 
+def _fp8_scale(out_scale: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    return None if out_scale is None else out_scale.to(device=device, dtype=torch.float32).reshape(1)
+
+
+def _h_dtype(x: torch.Tensor, out_scale: torch.Tensor | None) -> torch.dtype:
+    return x.dtype if out_scale is None else torch.float8_e4m3fn
+
+
 def add_layernorm_modulate_triton(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor | None, shift: torch.Tensor,
-                                  scale: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+                                  scale: torch.Tensor, eps: float, out_scale: torch.Tensor | None = None
+                                  ) -> tuple[torch.Tensor, torch.Tensor]:
     if x.dim() != 3 or y.shape != x.shape:
         raise ValueError(f"x and y must be the same (B, N, D), got {tuple(x.shape)} and {tuple(y.shape)}")
     B, N, D = x.shape
@@ -90,23 +104,25 @@ def add_layernorm_modulate_triton(x: torch.Tensor, y: torch.Tensor, gate: torch.
     x = x if x.stride(-1) == 1 else x.contiguous()
     y = y if y.stride(-1) == 1 else y.contiguous()
     x_new = empty((B, N, D), x.dtype, x.device)
-    out = empty((B, N, D), x.dtype, x.device)
+    out = empty((B, N, D), _h_dtype(x, out_scale), x.device)
     if B * N == 0:
         return x_new, out
     block_d = triton.next_power_of_2(D)
     rows = CFG["rows"]
+    fp8_scale = _fp8_scale(out_scale, x.device)
     _add_ln_mod_kernel.on(x.device)[(triton.cdiv(B * N, rows),)](
-        x, y, gate_g, shift_g, scale_g, x_new, out,
+        x, y, gate_g, shift_g, scale_g, x_new, out, x if fp8_scale is None else fp8_scale,
         B * N, N, D, N // shift_g.shape[1], N // gate_g.shape[1], float(eps),
         x.stride(0), x.stride(1), y.stride(0), y.stride(1), gate_g.stride(0), gate_g.stride(1),
         shift_g.stride(0), shift_g.stride(1), scale_g.stride(0), scale_g.stride(1), out.stride(0), out.stride(1),
-        HAS_GATE=gate is not None, ROWS=rows, BLOCK_D=block_d, num_warps=CFG["num_warps"] if block_d >= 2048 else 4,
+        HAS_GATE=gate is not None, ROWS=rows, BLOCK_D=block_d, FP8_OUT=fp8_scale is not None,
+        num_warps=CFG["num_warps"] if block_d >= 2048 else 4,
     )
     return x_new, out
 
 
 def layernorm_modulate_triton(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float,
-                              out: torch.Tensor | None = None) -> torch.Tensor:
+                              out: torch.Tensor | None = None, out_scale: torch.Tensor | None = None) -> torch.Tensor:
     if x.dim() != 3:
         raise ValueError(f"x must be (B, N, D), got {tuple(x.shape)}")
     B, N, D = x.shape
@@ -121,16 +137,20 @@ def layernorm_modulate_triton(x: torch.Tensor, shift: torch.Tensor, scale: torch
     if scale_g.stride(-1) != 1:
         scale_g = scale_g.contiguous()
     if out is None:
-        out = empty((B, N, D), x.dtype, x.device)
+        out = empty((B, N, D), _h_dtype(x, out_scale), x.device)
+    elif out.dtype != _h_dtype(x, out_scale):
+        raise ValueError(f"out must be {_h_dtype(x, out_scale)}, got {out.dtype}")
     if B * N == 0:
         return out
     block_d = triton.next_power_of_2(D)
     rows = CFG["rows"]
+    fp8_scale = _fp8_scale(out_scale, x.device)
     _ln_mod_kernel.on(x.device)[(triton.cdiv(B * N, rows),)](
-        x, shift_g, scale_g, out,
+        x, shift_g, scale_g, out, x if fp8_scale is None else fp8_scale,
         B * N, N, D, N // shift_g.shape[1], float(eps),
         x.stride(0), x.stride(1), shift_g.stride(0), shift_g.stride(1), scale_g.stride(0), scale_g.stride(1),
         out.stride(0), out.stride(1),
-        ROWS=rows, BLOCK_D=block_d, num_warps=CFG["num_warps"] if block_d >= 2048 else 4,
+        ROWS=rows, BLOCK_D=block_d, FP8_OUT=fp8_scale is not None,
+        num_warps=CFG["num_warps"] if block_d >= 2048 else 4,
     )
     return out

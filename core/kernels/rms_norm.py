@@ -95,3 +95,12 @@ def qk_rms_reciprocals(qkv: torch.Tensor, D: int, eps: float) -> tuple[torch.Ten
     if torch.compiler.is_compiling():
         return _qk_op(qkv, D, float(eps))
     return _qk_impl(qkv, D, eps)
+
+
+def rms_reciprocal(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """1 / rms(x) over the last dim, (...,) fp32: Triton on CUDA (eager callers only), the reference elsewhere. For
+    k alone when q's 1/rms comes from the kernel that reads q (core.kernels.attn_fold)."""
+    impl = load_impl(_IMPL) if wants_triton(x) and x.dtype != torch.float64 else None
+    if impl is None:
+        return rms_reciprocal_reference(x, eps)
+    return impl.rms_reciprocal_triton(x, eps)

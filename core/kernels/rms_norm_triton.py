@@ -70,3 +70,16 @@ def qk_rms_reciprocals_triton(qkv: torch.Tensor, D: int, eps: float) -> tuple[to
             x2, rstd, M, D, float(eps), x2.stride(0), BLOCK_D=block_d, num_warps=8 if block_d >= 2048 else 4,
         )
     return rstd[0].view(qkv.shape[:-1]), rstd[1].view(qkv.shape[:-1])
+
+
+def rms_reciprocal_triton(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """1 / rms over the last dim of x (rows may be strided, e.g. k inside the fused qkv): (...,) fp32."""
+    x2 = _rows(x)
+    M, D = x2.shape
+    rstd = empty((M,), torch.float32, x2.device)
+    if M and D:
+        block_d = triton.next_power_of_2(D)
+        _rstd_kernel.on(x2.device)[(M, 1)](
+            x2, rstd, M, D, float(eps), x2.stride(0), BLOCK_D=block_d, num_warps=8 if block_d >= 2048 else 4,
+        )
+    return rstd.view(x.shape[:-1])
