@@ -1,4 +1,5 @@
-"""core.kernels.gate_fold and the block's folded self-attention residual: same results as the plain formula."""
+"""core.kernels.gate_fold and the block's folded self-attention residual (gate and linear-attention state folded into
+the out GEMM, core/kernels/attn_fold.py): same results as the plain formula."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 from blockcausal_reference import randomize_parameters_
 
 from core.config import tiny_config
-from core.kernels.gate_fold import gated_linear_residual, linear_per_sample_bias
+from core.kernels.gate_fold import linear_per_sample_bias
 from core.model.layers import SanaVideoBlock
 
 
@@ -27,13 +28,10 @@ def rel_err(x, ref):
     return ((x.double() - ref.double()).norm() / ref.double().norm()).item()
 
 
-def test_gated_linear_residual_and_per_sample_bias(gen):
-    x, a = randn(gen, 2, 7, 6), randn(gen, 2, 7, 5)
-    w, gate, bias = randn(gen, 6, 5), randn(gen, 2, 1, 6), randn(gen, 2, 6)
-    assert rel_err(gated_linear_residual(x, a, w, gate), x + gate * (a @ w.t())) < 1e-14
+def test_per_sample_bias(gen):
+    a = randn(gen, 2, 7, 5)
+    w, bias = randn(gen, 6, 5), randn(gen, 2, 6)
     assert rel_err(linear_per_sample_bias(a, w, bias), a @ w.t() + bias[:, None]) < 1e-14
-    with pytest.raises(ValueError):
-        gated_linear_residual(x, a, w, gate[:, :, :5])
     with pytest.raises(ValueError):
         linear_per_sample_bias(a, w, bias[:1])
 
@@ -111,15 +109,6 @@ def test_fused_paths_step_aside_for_autograd():
     out.sum().backward()
     assert model.blocks[0].attn.out.weight.grad is not None
     assert rel_err(out.detach(), fused) < 1e-12
-
-
-def test_in_place_residual_gemms_equal_the_out_of_place_ones(gen):
-    x, a = randn(gen, 2, 7, 6), randn(gen, 2, 7, 5)
-    w, gate = randn(gen, 6, 5), randn(gen, 2, 1, 6)
-    expected = gated_linear_residual(x, a, w, gate)
-    x_own = x.clone()
-    got = gated_linear_residual(x_own, a, w, gate, inplace=True)
-    assert got.data_ptr() == x_own.data_ptr() and rel_err(got, expected) < 1e-14
 
 
 def test_block_in_place_equals_out_of_place_and_leaves_the_input_alone_by_default(gen):

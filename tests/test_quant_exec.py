@@ -304,3 +304,43 @@ def test_fp8_producer_kernels_match_the_cast_path(monkeypatch, tmp_path):
         monkeypatch.setattr(layers, "fp8_input_scale", lambda layer: None)
         cast = model(x, t, text).float()
     assert _rel(fused, cast) < 0.02
+
+
+def test_fp8_block_glue_on_cpu_matches_the_cast_path(monkeypatch):
+    """The eager FP8 block route (LayerNorm kernels writing E4M3 for qkv / inverted conv, one gated-residual pass that
+    also writes cross-attention's E4M3 input, the stacked temporal taps as E4M3; core/kernels/fp8_residual.py) gives
+    the separate-cast route's result. Runs the block's CUDA route on the CPU: its kernels' references and CPU FP8
+    _scaled_mm (skips where this torch has none)."""
+    from core.config import tiny_config
+    from core.model import SanaVideoTransformer, layers
+    from quant.recipe import default_recipe
+
+    cfg = tiny_config(num_layers=2)
+    torch.manual_seed(0)
+    model = SanaVideoTransformer(cfg).to(torch.bfloat16)
+    for p in model.parameters():
+        nn.init.normal_(p, std=0.05)
+    names = default_recipe(skip_first_blocks=0, skip_last_blocks=0).select(model)
+    packed = {n: pack_weight(model.get_submodule(n).weight.detach(), "fp8", 4.0) for n in names}
+    replace_linears(model, packed, "fp8", "scaled_mm")
+    x = torch.randn(1, cfg.in_channels, 3, 4, 4, dtype=torch.bfloat16)
+    t = torch.tensor([700.0])
+    with torch.no_grad():
+        text = model.encode_text(torch.randn(1, 4, cfg.caption_channels))
+        try:
+            cast = model(x, t, text).float()                 # CPU: no fused route, every layer casts its input
+        except (RuntimeError, NotImplementedError) as exc:
+            pytest.skip(f"this torch build has no CPU FP8 _scaled_mm: {exc}")
+        calls = {"residual": 0, "taps": 0}
+
+        def counting(name, fn):
+            def wrapped(*args, **kwargs):
+                calls[name] += 1
+                return fn(*args, **kwargs)
+            return wrapped
+        monkeypatch.setattr(layers, "eager_kernels", lambda t: not torch.compiler.is_compiling())
+        monkeypatch.setattr(layers, "gated_residual", counting("residual", layers.gated_residual))
+        monkeypatch.setattr(layers, "stack_taps_e4m3", counting("taps", layers.stack_taps_e4m3))
+        fused = model(x, t, text).float()
+    assert calls == {"residual": 2 * cfg.num_layers, "taps": cfg.num_layers}
+    assert torch.isfinite(fused).all() and _rel(fused, cast) < 0.02

@@ -14,12 +14,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.config import TransformerConfig
+from core.kernels.attn_fold import fold_out_projection, linear_attn_ratio
 from core.kernels.dwconv_glu import dwconv3x3_glu
 from core.kernels.fp8_out import fp8_input_scale
-from core.kernels.gate_fold import gated_linear_residual, linear_per_sample_bias
+from core.kernels.fp8_residual import gated_residual, stack_taps_e4m3
+from core.kernels.gate_fold import linear_per_sample_bias
 from core.kernels.layernorm_modulate import add_layernorm_modulate, layernorm_modulate
 from core.kernels.linear_attention import linear_attn_apply, linear_attn_state
-from core.kernels.rms_norm import qk_rms_reciprocals, rms_norm
+from core.kernels.rms_norm import qk_rms_reciprocals, rms_norm, rms_reciprocal
 from core.kernels.temporal_residual import stack_temporal_taps, temporal_gated_residual
 
 # A/B knob: SANA_VIDEO_FUSED_DWCONV=0 runs the FFN middle as SiLU -> cuDNN depthwise conv -> GLU (three passes over
@@ -32,7 +34,8 @@ TEXT_MASK_BIAS = -10000.0
 
 
 class RMSNorm(nn.Module):
-    """RMSNorm over the last dim: statistics in fp32, result in the input dtype, then the learned weight."""
+    """RMSNorm over the last dim: statistics in fp32 (fp64 for fp64 inputs), result in the input dtype, then the
+    learned weight."""
 
     def __init__(self, dim: int, eps: float) -> None:
         super().__init__()
@@ -40,7 +43,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
+        x32 = x.to(torch.promote_types(x.dtype, torch.float32))
         normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
         return normed.to(x.dtype) * self.weight.to(x.dtype)
 
@@ -161,6 +164,34 @@ class LinearSelfAttention(nn.Module):
         return out.reshape(b, n, d), own_vk, own_k_sum
 
 
+    def attend_folded(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, gate: torch.Tensor,
+                      prev_vk: torch.Tensor | None = None, prev_k_sum: torch.Tensor | None = None,
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """attend + the gated out projection's weight folded with the state (core/kernels/attn_fold.py), for a plain
+        out Linear: (r (B, N, D), m (B, D, D) in x.dtype, own vk, own k_sum) with
+        gate * (attend(x) @ W_out^T) == r[i] @ m[i]^T per sample i. gate (B, 1, D).
+
+        Why: `attend`'s apply kernel multiplies every token by the (d x d) state of its head before the out GEMM;
+        folding the state into the GEMM's weight leaves an elementwise ratio kernel (RoPE, ReLU, denominator) and
+        a per-sample (D x D) product."""
+        b, n, d = x.shape
+        qkv = self.qkv(x)                                                     # (B, N, 3D)
+        # k's 1/rms first (the state kernel applies the norm on load); q's is computed by the ratio kernel itself
+        k_rstd = rms_reciprocal(qkv[..., d:2 * d], self.norm_k.eps)           # (B, N) fp32
+        q = qkv[..., :d].view(b, n, self.heads, self.head_dim)                # (B, N, H, d)
+        k = qkv[..., d:2 * d].view(b, n, self.heads, self.head_dim)
+        v = qkv[..., 2 * d:].view(b, n, self.heads, self.head_dim)
+        own_vk, own_k_sum = linear_attn_state(k, v, cos, sin, self.norm_k.weight, k_rstd)
+        vk, k_sum = own_vk, own_k_sum
+        if prev_vk is not None:
+            vk = own_vk + prev_vk
+            k_sum = own_k_sum + prev_k_sum
+        r = linear_attn_ratio(q, k_sum, cos, sin, self.attn_eps, q_weight=self.norm_q.weight,
+                              q_norm_eps=self.norm_q.eps)                     # (B, N, H, d)
+        m = fold_out_projection(self.out.weight, vk, gate[:, 0], out_dtype=x.dtype)   # (B, D, D)
+        return r.reshape(b, n, d), m, own_vk, own_k_sum
+
+
 class CrossAttention(nn.Module):
     """Softmax cross-attention to the caption: q Linear+bias, fused kv Linear+bias, RMSNorm across heads on q and k,
     SDPA with the additive text-mask bias, out Linear+bias. K/V come precomputed from `text_kv`."""
@@ -276,6 +307,13 @@ class MixFFN(nn.Module):
         prev = None if prev_frame is None else prev_frame.to(u.dtype)
         if gate.shape[1] == 1 and plain_linear(self.temporal):   # uses the weight directly: plain layers only
             return temporal_gated_residual(residual, u, gate, self.temporal.weight, prev, inplace), u
+        fp8_scale = fp8_input_scale(self.temporal) if eager_kernels(u) else None
+        if fp8_scale is not None:
+            # FP8 temporal GEMM (no C operand, fixed weight): the stacked taps written once as E4M3, then one pass
+            # residual + gate * (u + Conv_t(u)) (core/kernels/fp8_residual.py)
+            conv_t = self.temporal(stack_taps_e4m3(u, prev, fp8_scale)).view(b, n, d)      # (B, N, D)
+            return gated_residual(residual, u.view(b, n, d), gate, conv_t,
+                                  inplace=inplace and residual.is_contiguous())[0], u
         return residual + gated(self._temporal_via_module(u, prev), gate, frames), u
 
     def _temporal_via_module(self, u: torch.Tensor, prev: torch.Tensor | None) -> torch.Tensor:
@@ -310,24 +348,36 @@ class SanaVideoBlock(nn.Module):
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod.unbind(dim=2)
 
         fused = eager_kernels(x)
-        if fused:
-            h = layernorm_modulate(x, shift_msa, scale_msa, self.norm_eps)
+        if fused:   # E4M3 output when the qkv projection is an FP8 GEMM with a static input scale
+            h = layernorm_modulate(x, shift_msa, scale_msa, self.norm_eps, out_scale=fp8_input_scale(self.attn.qkv))
         else:
             h = modulate(layer_norm(x, self.norm_eps), shift_msa, scale_msa, frames).to(x.dtype)
-        attn_out, own_vk, own_k_sum = self.attn.attend(h, cos, sin, prev_vk, prev_k_sum)
         if self._fold_attention_gate(gate_msa):
-            # x + gate * (o W^T + b) = [x + gate * (o W^T)] + gate * b, the constant owed via biases (gate_fold)
-            x = gated_linear_residual(x, attn_out, self.attn.out.weight, gate_msa, inplace and x.is_contiguous())
+            # x + gate * (o W^T + b) = [x + r m^T] + gate * b: the state and the gate folded into the out GEMM's
+            # per-sample weight m (attend_folded), the constant owed via biases (core/kernels/gate_fold.py)
+            r, m, own_vk, own_k_sum = self.attn.attend_folded(h, cos, sin, gate_msa, prev_vk, prev_k_sum)
+            if not (inplace and x.is_contiguous()):
+                x = x.clone(memory_format=torch.contiguous_format)             # the caller keeps its x
+            for i in range(x.shape[0]):
+                x[i].addmm_(r[i], m[i].t())
             offset = gate_msa[:, 0] * self.attn.out.bias                                # (B, D)
             # x is this block's own tensor now: cross-attention's out GEMM accumulates into it; its bias and the
             # offset are still owed, a per-sample constant that the next residual pass adds
             owed = self.cross.accumulate(x, text_k, text_v, text_bias, offset)         # (B, D)
             cross_out = owed[:, None, :].expand_as(x)                                    # stride-0 rows
         else:
-            x = x + gated(self.attn.out(attn_out), gate_msa, frames)
-            cross_out = self.cross(x, text_k, text_v, text_bias)
-        if fused:   # residual + norm + modulation in one pass
-            x, h = add_layernorm_modulate(x, cross_out, None, shift_mlp, scale_mlp, self.norm_eps)
+            attn_out, own_vk, own_k_sum = self.attn.attend(h, cos, sin, prev_vk, prev_k_sum)
+            if fused and fp8_input_scale(self.cross.q) is not None:
+                # FP8 layers: one pass writes x + gate * out(attn) and its E4M3 copy for cross-attention's q GEMM
+                x, xq = gated_residual(x, self.attn.out(attn_out), gate_msa,
+                                       out_scale=fp8_input_scale(self.cross.q), inplace=inplace and x.is_contiguous())
+                cross_out = self.cross(xq, text_k, text_v, text_bias)
+            else:
+                x = x + gated(self.attn.out(attn_out), gate_msa, frames)
+                cross_out = self.cross(x, text_k, text_v, text_bias)
+        if fused:   # residual + norm + modulation in one pass (E4M3 norm output for an FP8 inverted conv)
+            x, h = add_layernorm_modulate(x, cross_out, None, shift_mlp, scale_mlp, self.norm_eps,
+                                          out_scale=fp8_input_scale(self.ffn.inverted))
         else:
             x = x + cross_out
             h = modulate(layer_norm(x, self.norm_eps), shift_mlp, scale_mlp, frames).to(x.dtype)
