@@ -37,6 +37,7 @@ from bench.common import (  # noqa: E402
     PeakMemory,
     count_flops,
     environment,
+    graphed,
     markdown_table,
     output_dir,
     profile_table,
@@ -98,6 +99,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="sweep first, keep each kernel's fastest accurate setting, then run the benchmark")
     p.add_argument("--time-budget", type=float, default=330.0,
                    help="seconds; a compile variant is skipped when less than 100 s of the budget is left")
+    p.add_argument("--set", action="append", default=[], metavar="MODULE.CFG=JSON",
+                   help="override a kernel launch-setting dict for this run, e.g. "
+                        "core.kernels.attn_fold_triton.RATIO_CFG='{\"block_n\": 64}' (in-model A/B of sweep winners)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="output folder (default $OUT, else bench/results)")
     return p.parse_args(argv)
@@ -156,25 +160,6 @@ def ours_call(model, inp, streaming: bool = True):
     state = inp["state"] if streaming else None
     offset = inp["frame_offset"] if streaming else 0
     return lambda: model(inp["latents"], inp["timestep"], inp["text"], state, offset)
-
-
-def graphed(fn, device: torch.device):
-    """fn (a forward on fixed inputs) captured once into a CUDA graph; returns a call that replays it (the output
-    lives in the graph's own buffer). What the launch-overhead-free forward costs: no Python, no launch gaps."""
-    side = torch.cuda.Stream(device)
-    side.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(side), torch.no_grad():
-        for _ in range(2):                       # warm-up off the capture: kernel compiles, workspaces
-            fn()
-    torch.cuda.current_stream(device).wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph), torch.no_grad():
-        out = fn()
-
-    def replay():
-        graph.replay()
-        return out
-    return replay
 
 
 def diffusers_call(model, inp):
@@ -237,6 +222,7 @@ def kernel_bench(device: torch.device, dtype: torch.dtype, tiny: bool) -> list[d
     relative error against the op's fp32 reference."""
     import torch.nn.functional as F_nn
 
+    from core.kernels import attn_fold as af
     from core.kernels import dwconv_glu as dw
     from core.kernels import layernorm_modulate as lnm
     from core.kernels import linear_attention as la
@@ -259,6 +245,7 @@ def kernel_bench(device: torch.device, dtype: torch.dtype, tiny: bool) -> list[d
     table = rand(B, 6, D, scale=0.3)
     shift, scale = table[:, 0], table[:, 1]
     wq, wk = rand(D, shift=1.0), rand(D, shift=1.0)
+    w_out = rand(D, D, scale=D ** -0.5)
     h = rand(B * T, Hh, Ww, 2 * F)
     conv_w, conv_b = rand(2 * F, 1, 3, 3, scale=0.3), rand(2 * F, scale=0.1)
     el = torch.finfo(dtype).bits // 8
@@ -306,6 +293,18 @@ def kernel_bench(device: torch.device, dtype: torch.dtype, tiny: bool) -> list[d
          eager_qk_rms, lambda: rn.qk_rms_reciprocals_reference(qkv, D, 1e-5), 2 * B * N * D * el),
         ("dwconv3x3_glu(silu_input)", lambda: impl("core.kernels.dwconv_glu_triton").dwconv3x3_glu_triton(h, conv_w, conv_b, True),
          eager_dwconv, lambda: dw.dwconv3x3_glu_reference(h, conv_w, conv_b, True), 3 * B * N * F * el),
+        # the folded self-attention (core/kernels/attn_fold.py): ratio (computing q's 1/rms itself) + the state
+        # folded into the out projection's weight; "eager" is the apply kernel it replaces
+        ("linear_attn_ratio(q rms)", lambda: impl("core.kernels.attn_fold_triton").linear_attn_ratio_triton(q, k_sum, cos, sin, 1e-8, q_weight=wq, q_norm_eps=1e-5),
+         lambda: impl("core.kernels.linear_attention_triton").linear_attn_apply_triton(q, vk, k_sum, cos, sin, 1e-8),
+         lambda: af.linear_attn_ratio_reference(q, k_sum, cos, sin, 1e-8, q_weight=wq, q_norm_eps=1e-5),
+         2 * B * N * D * el + N * (d // 2) * 8),
+        ("fold_out_projection", lambda: impl("core.kernels.attn_fold_triton").fold_out_projection_triton(w_out, vk, table[:, 2]),
+         lambda: (w_out.float().view(D, H, d).transpose(0, 1) @ vk[0]).transpose(0, 1).reshape(D, D).to(dtype),
+         lambda: af.fold_out_projection_reference(w_out, vk, table[:, 2]), 2 * B * D * D * el),
+        ("rms_reciprocal(k)", lambda: impl("core.kernels.rms_norm_triton").rms_reciprocal_triton(qkv[..., D:2 * D], 1e-5),
+         lambda: impl("core.kernels.rms_norm_triton").qk_rms_reciprocals_triton(qkv, D, 1e-5),
+         lambda: rn.rms_reciprocal_reference(qkv[..., D:2 * D], 1e-5), B * N * D * el),
     ]
     results = []
     for name, triton_fn, eager_fn, reference_fn, nbytes in ops:
@@ -377,6 +376,24 @@ def kernel_sweep(device: torch.device, dtype: torch.dtype, out_dir: Path, tiny: 
         rows.append(row)
         shown = f"{row['ms']:.3f} ms err {row.get('rel_err', float('nan')):.2e}" if "ms" in row else row["error"]
         print(f"  {op:<22} {cfg} {shown}", flush=True)
+
+    from core.kernels import attn_fold as af
+    from core.kernels import attn_fold_triton as aft
+
+    wq = rand(D, scale=0.2) + 1
+    ref_ratio = af.linear_attn_ratio_reference(q, ref_ks, cos, sin, 1e-8, q_weight=wq, q_norm_eps=1e-5)
+    ratio_default = dict(aft.RATIO_CFG)
+    for cfg in [{}] + [{"block_n": bn, "num_warps": nw} for bn, nw in [(16, 4), (64, 4), (64, 8), (32, 8),
+                                                                        (128, 8), (16, 2)]]:
+        aft.RATIO_CFG = {**ratio_default, **cfg}
+        record("linear_attn_ratio", aft.RATIO_CFG,
+               lambda: aft.linear_attn_ratio_triton(q, ref_ks, cos, sin, 1e-8, q_weight=wq, q_norm_eps=1e-5),
+               lambda got: rel_err(got, ref_ratio))
+    aft.RATIO_CFG = ratio_default
+    q_rstd = torch.rsqrt(q.float().pow(2).mean(dim=(-1, -2)) + 1e-5)
+    record("linear_attn_ratio given rstd", aft.RATIO_CFG,
+           lambda: aft.linear_attn_ratio_triton(q, ref_ks, cos, sin, 1e-8, q_weight=wq, q_rstd=q_rstd),
+           lambda got: rel_err(got, ref_ratio))
 
     state_default, apply_default, dw_default = dict(lat.STATE_CFG), dict(lat.APPLY_CFG), dict(dwt.CFG)
     for cfg in ([{}] + [{"block_n": bn, "num_warps": nw, "waves": wv, "num_stages": ns}
@@ -474,6 +491,18 @@ def apply_fastest(rows: list[dict[str, Any]]) -> dict[str, dict]:
 
 # ------------------------------------------------------------------ main
 
+def apply_setting(item: str) -> None:
+    """`module.NAME={json}`: update the dict `NAME` of an imported kernel module (launch settings) in place."""
+    import importlib
+    import json
+
+    target, _, value = item.partition("=")
+    module_name, _, attr = target.rpartition(".")
+    table = getattr(importlib.import_module(module_name), attr)
+    table.update(json.loads(value))
+    print(f"setting {target} = {table}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     device = torch.device(args.device)
@@ -505,6 +534,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"diffusers unavailable ({exc}); timing ours only", flush=True)
             with_diffusers = False
 
+    for item in args.set:
+        apply_setting(item)
     env = environment(device)
     report: dict[str, Any] = {"environment": env, "args": vars(args), "config": cfg.to_diffusers_dict(),
                               "anchor_h100_ms": ANCHOR_H100_MS, "targets": TARGETS, "cases": {}}

@@ -35,6 +35,7 @@ import torch  # noqa: E402
 
 from bench.common import (  # noqa: E402
     environment,
+    graphed,
     markdown_table,
     output_dir,
     profile_table,
@@ -141,14 +142,21 @@ def run_variants(cfg, device, dtype, latent_shape, text_len, forward_loop, fmt, 
                     latents, timestep, text, state, offset, _ = block_inputs(model, cfg, latent_shape, text_len,
                                                                              device, dtype)
                     run_block = functools.partial(model, latents, timestep, text, state=state, frame_offset=offset)
-                    for mode in ("eager", "compiled"):
+                    # "eager graph": the eager forward replayed from a CUDA graph (no Python or launch cost: the
+                    # eager FP8 forward issues more small ops per layer and can be CPU-bound)
+                    for mode in ("eager", "eager graph", "compiled"):
+                        call = run_block
+                        if mode == "eager graph":
+                            if device.type != "cuda":
+                                continue
+                            call = graphed(run_block, device)
                         if mode == "compiled":
                             for block in model.blocks:
                                 block.compile(backend=backend, dynamic=False)
-                        got = run_block().float()
+                        got = call().float()
                         if ref is None:
                             ref = got
-                        ms = time_fn(run_block, device, warmup, reps)["ms"]
+                        ms = time_fn(call, device, warmup, reps)["ms"]
                         name = f"{label} {mode}" if recipe is None else f"{fmt} {label} {mode}"
                         if recipe is None:
                             bf16_ms[mode] = ms
@@ -156,7 +164,7 @@ def run_variants(cfg, device, dtype, latent_shape, text_len, forward_loop, fmt, 
                                      "rel_err": rel_err(got, ref), "layers": layers})
                         print(f"  {name}: {ms:.1f} ms", flush=True)
                         if profiles is not None:
-                            profiles.append(f"=== {name} ===\n{profile_table(run_block, device, row_limit=30)}")
+                            profiles.append(f"=== {name} ===\n{profile_table(call, device, row_limit=30)}")
         except Exception as exc:  # noqa: BLE001 - report and go on
             rows.append({"name": f"{label}: {type(exc).__name__}: {exc}"[:200]})
             errors.append(traceback.format_exc())
