@@ -27,7 +27,8 @@ def _load_engine(args):
             print("no model is installed: using the DEMO model (tiny random weights). "
                   "Run `sana-video models download longsana-480p` for the real one.", file=sys.stderr)
     engine = Engine.load(model, device=args.device, precision=args.precision,
-                         model_transform=engine_model_transform(args.precision), download=args.download)
+                         model_transform=engine_model_transform(args.precision, args.quant_recipe),
+                         download=args.download)
     if engine.info["is_demo"]:
         print(f"[{engine.info['label']}]", file=sys.stderr)
     return engine
@@ -212,6 +213,8 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--demo", action="store_true", help="use the embedded demo model (tiny random weights)")
     p.add_argument("--device", default="auto", help="auto, cuda, cuda:1, cpu")
     p.add_argument("--precision", default="auto", choices=["auto", "nvfp4", "fp8", "bf16", "fp32"])
+    p.add_argument("--quant-recipe", default=None, help="layers to quantize with nvfp4 / fp8: default, all-blocks "
+                   "(every block; fastest) or a JSON recipe file")
     p.add_argument("--download", action="store_true", help="download missing model files")
     p.add_argument("-q", "--quiet", action="store_true")
 

@@ -9,15 +9,17 @@ from __future__ import annotations
 from collections.abc import Callable
 
 
-def engine_model_transform(precision: str) -> Callable | None:
-    """quant's engine hook for `precision`; None for bf16 / fp32 or when quant's dependencies are missing."""
+def engine_model_transform(precision: str, recipe: str | None = None) -> Callable | None:
+    """quant's engine hook for `precision` and a recipe (a built-in name or a JSON file; None: the default); None for
+    bf16 / fp32 or when quant's dependencies are missing."""
     if precision in ("bf16", "fp32"):
         return None
     try:
         from quant.prepare import make_model_transform
+        from quant.recipe import recipe_from_arg
     except ImportError:  # quant's optional dependencies are missing: stay in bf16
         return None
-    return make_model_transform(fmt="auto" if precision == "auto" else precision)
+    return make_model_transform(fmt="auto" if precision == "auto" else precision, recipe=recipe_from_arg(recipe))
 
 
 def encode_prompts_for_model(source: str, prompts: list[str], device: str) -> list:

@@ -37,7 +37,8 @@ def add_subcommand(subparsers, *, load_model: LoadModel | None = None,
     p.add_argument("--format", choices=FORMAT_CHOICES, default="auto",
                    help="auto: NVFP4 on sm_100/120, FP8 on sm_89/90, none elsewhere")
     p.add_argument("--device", default="auto", help="cuda, cuda:1, cpu (default: cuda when available)")
-    p.add_argument("--recipe", help="JSON recipe of the layers to quantize (default: built-in)")
+    p.add_argument("--recipe", help="which layers to quantize: a built-in name (default, all-blocks) or a JSON "
+                                    "recipe file (default: default)")
     p.add_argument("--calibrator", choices=CALIBRATORS, default="auto", help="modelopt if installed, else hooks")
     p.add_argument("--prompts", type=int, default=4, help="how many built-in calibration prompts to run")
     p.add_argument("--blocks", type=int, default=2, help="LongSANA blocks per calibration prompt")
@@ -62,7 +63,7 @@ def _parse_latent(text: str) -> tuple[int, int, int]:
 def run(args: argparse.Namespace) -> int:
     from quant.calib_loop import CALIBRATION_PROMPTS, make_longsana_forward_loop, passes_per_prompt
     from quant.prepare import prepare_model
-    from quant.recipe import Recipe
+    from quant.recipe import recipe_from_arg
 
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -71,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"[quantize] {pct}{event.detail}", file=sys.stderr, flush=True)
 
     try:
-        recipe = Recipe.from_json(args.recipe) if args.recipe else None
+        recipe = recipe_from_arg(args.recipe)
         model = args.quant_load_model(args.model, device)
         forward_loop, passes = None, None
         encode = getattr(args, "quant_encode_prompts", None)

@@ -34,6 +34,16 @@ DEFAULT_RECIPE: dict[str, Any] = {
 }
 
 
+# Built-in recipes by name (`sana-video quantize --recipe NAME`, `sana-video generate --quant-recipe NAME`).
+# "all-blocks" also quantizes the first and last two blocks: every block's GEMMs in FP8 / NVFP4, the fastest choice
+# (docs/benchmarks.md); whether the outer blocks lose visible quality in low precision needs real weights to judge.
+NAMED_RECIPES: dict[str, dict[str, Any]] = {
+    "default": DEFAULT_RECIPE,
+    "all-blocks": {**DEFAULT_RECIPE, "name": "sana-video-all-blocks-v1", "skip_first_blocks": 0,
+                   "skip_last_blocks": 0},
+}
+
+
 @dataclass(frozen=True)
 class Recipe:
     name: str
@@ -115,3 +125,15 @@ def default_recipe(**overrides: Any) -> Recipe:
     data = dict(DEFAULT_RECIPE)
     data.update(overrides)
     return Recipe.from_dict(data)
+
+
+def recipe_from_arg(text: str | None) -> Recipe | None:
+    """A built-in recipe name (NAMED_RECIPES), a JSON recipe file, or None / "" for the default (None)."""
+    if not text:
+        return None
+    if text in NAMED_RECIPES:
+        return Recipe.from_dict(dict(NAMED_RECIPES[text]))
+    if not Path(text).exists():
+        raise QuantizationError(f"unknown quantization recipe {text!r}: a built-in name ({', '.join(NAMED_RECIPES)}) "
+                                "or a JSON file")
+    return Recipe.from_json(text)

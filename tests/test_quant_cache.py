@@ -94,6 +94,24 @@ def test_recipe_is_data():
         Recipe.from_dict({**data, "activation_scales": "sometimes"})
 
 
+def test_named_recipes_and_recipe_files(tmp_path):
+    from core.config import tiny_config
+    from core.model import SanaVideoTransformer
+    from quant.recipe import recipe_from_arg
+    with torch.device("meta"):
+        model = SanaVideoTransformer(tiny_config(num_layers=6))
+    assert recipe_from_arg(None) is None and recipe_from_arg("") is None       # the caller's default
+    assert recipe_from_arg("default") == default_recipe()
+    every = recipe_from_arg("all-blocks")
+    assert {n.split(".")[1] for n in every.select(model)} == {str(i) for i in range(6)}
+    assert every.digest() != default_recipe().digest()                          # its own cache entry
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(default_recipe(skip_last_blocks=0).to_dict()))
+    assert recipe_from_arg(str(path)) == default_recipe(skip_last_blocks=0)
+    with pytest.raises(QuantizationError, match="all-blocks"):
+        recipe_from_arg("fastest")
+
+
 @pytest.mark.parametrize("fmt", ["fp8", "nvfp4"])
 def test_build_then_hit_gives_identical_model(tmp_path, fmt):
     with torch.no_grad():
