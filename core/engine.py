@@ -176,7 +176,7 @@ class Engine:
                        "latent_hw": (resolved.height // VAE_STRIDE, resolved.width // VAE_STRIDE)}
             transformer, quant_precision = model_transform(transformer, dev, context)
             used_precision = quant_precision or used_precision
-        if should_compile(compile, used_precision, dev):
+        if compile:   # off by default: eager is the faster path (compile_blocks says why)
             compile_blocks(transformer)
         if progress:
             progress(StageEvent("load", "VAE"))
@@ -457,19 +457,14 @@ class _Tee:
         return self.sinks[0].count
 
 
-def should_compile(requested: bool | None, precision: str, device: torch.device) -> bool:
-    """torch.compile the blocks? An explicit request wins; by default (None) only for FP8 on CUDA. Why: bf16 eager
-    already runs the fused kernels and folds gates into GEMMs (bench/dit.py, H100: block 111.7 ms eager vs 116.0
-    compiled), while most FP8 activation casts fuse into their producers only when compiled (bench/quant.py: 86.9 vs
-    90.9 ms). Compiling costs a few seconds per block shape at every launch."""
-    if requested is not None:
-        return bool(requested)
-    return precision == "fp8" and device.type == "cuda"
-
-
 def compile_blocks(transformer) -> None:
     """Regional torch.compile: each repeated transformer block once (seconds to compile, same speed as the whole
-    model in bench/dit.py); shapes are static per block size, so a video compiles at most a few variants."""
+    model in bench/dit.py); shapes are static per block size, so a video compiles at most a few variants.
+
+    Only on request (Engine.load(compile=True)): the eager forward runs the fused kernels, folds gates and the
+    attention state into GEMMs and, with FP8 layers, writes the FP8 GEMM inputs from its own kernels, so it is the
+    faster path (bench/quant.py, H100, one 480p block: bf16 102.0 ms eager vs 108.3 compiled; FP8 default recipe 77.1
+    vs 82.8), and compiling costs seconds per block shape at every launch."""
     for block in transformer.blocks:
         block.compile(dynamic=False)
 

@@ -401,11 +401,14 @@ def test_quant_engine_hook_keeps_the_cpu_model_and_reports_its_precision(studio_
     assert isinstance(_run(engine, Timeline.single("a fox", 2.5))[-1], FinishedEvent)
 
 
-def test_compile_defaults_to_fp8_on_cuda_only():
-    from core.engine import should_compile
+def test_blocks_compile_only_on_request(monkeypatch):
+    import core.engine as engine_mod
+    from core.engine import Engine
 
-    cuda, cpu = torch.device("cuda"), torch.device("cpu")
-    assert should_compile(None, "fp8", cuda)
-    assert not should_compile(None, "bf16", cuda)
-    assert not should_compile(None, "fp8", cpu)
-    assert should_compile(True, "bf16", cpu) and not should_compile(False, "fp8", cuda)
+    calls = []
+    monkeypatch.setattr(engine_mod, "compile_blocks", lambda transformer: calls.append(transformer))
+    Engine.load("demo", device="cpu")
+    assert calls == []                                   # eager by default (the faster path, compile_blocks)
+    Engine.load("demo", device="cpu", compile=True)
+    assert len(calls) == 1
+
