@@ -26,6 +26,8 @@ def _load_engine(args):
         if model == DEMO_ID:
             print("no model is installed: using the DEMO model (tiny random weights). "
                   "Run `sana-video models download longsana-480p` for the real one.", file=sys.stderr)
+    if args.quant_recipe and args.precision in ("bf16", "fp32"):
+        print(f"note: --quant-recipe is not used with --precision {args.precision}", file=sys.stderr)
     engine = Engine.load(model, device=args.device, precision=args.precision,
                          model_transform=engine_model_transform(args.precision, args.quant_recipe),
                          download=args.download)

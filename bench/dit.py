@@ -300,7 +300,8 @@ def kernel_bench(device: torch.device, dtype: torch.dtype, tiny: bool) -> list[d
          lambda: af.linear_attn_ratio_reference(q, k_sum, cos, sin, 1e-8, q_weight=wq, q_norm_eps=1e-5),
          2 * B * N * D * el + N * (d // 2) * 8),
         ("fold_out_projection", lambda: impl("core.kernels.attn_fold_triton").fold_out_projection_triton(w_out, vk, table[:, 2]),
-         lambda: (w_out.float().view(D, H, d).transpose(0, 1) @ vk[0]).transpose(0, 1).reshape(D, D).to(dtype),
+         lambda: [(table[i, 2, :, None].float() * (w_out.float().view(D, H, d).transpose(0, 1) @ vk[i])
+                   .transpose(0, 1).reshape(D, D)).to(dtype) for i in range(B)],
          lambda: af.fold_out_projection_reference(w_out, vk, table[:, 2]), 2 * B * D * D * el),
         ("rms_reciprocal(k)", lambda: impl("core.kernels.rms_norm_triton").rms_reciprocal_triton(qkv[..., D:2 * D], 1e-5),
          lambda: impl("core.kernels.rms_norm_triton").qk_rms_reciprocals_triton(qkv, D, 1e-5),
@@ -499,7 +500,11 @@ def apply_setting(item: str) -> None:
     target, _, value = item.partition("=")
     module_name, _, attr = target.rpartition(".")
     table = getattr(importlib.import_module(module_name), attr)
-    table.update(json.loads(value))
+    update = json.loads(value)
+    unknown = sorted(set(update) - set(table))
+    if unknown:
+        raise SystemExit(f"--set {target}: unknown keys {unknown} (known: {sorted(table)})")
+    table.update(update)
     print(f"setting {target} = {table}", flush=True)
 
 
@@ -534,8 +539,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"diffusers unavailable ({exc}); timing ours only", flush=True)
             with_diffusers = False
 
-    for item in args.set:
-        apply_setting(item)
     env = environment(device)
     report: dict[str, Any] = {"environment": env, "args": vars(args), "config": cfg.to_diffusers_dict(),
                               "anchor_h100_ms": ANCHOR_H100_MS, "targets": TARGETS, "cases": {}}
@@ -548,6 +551,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         report["tuned"] = apply_fastest(rows)
         t_start = time.perf_counter()
+    for item in args.set:   # after --tune, so that an explicit setting wins
+        apply_setting(item)
     if not args.no_kernels:
         print("[kernels] one LongSANA block's sizes", flush=True)
         report["kernels"] = kernel_bench(device, dtype, args.tiny)

@@ -53,7 +53,7 @@ from quant.calib_loop import make_longsana_forward_loop, passes_per_prompt  # no
 from quant.calibrate import calibrate_with_hooks, modelopt_version  # noqa: E402
 from quant.formats import fp8_dequantize, fp8_quantize, nvfp4_dequantize, nvfp4_global_scale, nvfp4_quantize  # noqa: E402
 from quant.prepare import prepare_model  # noqa: E402
-from quant.recipe import default_recipe  # noqa: E402
+from quant.recipe import default_recipe, recipe_from_arg  # noqa: E402
 
 
 def build_model(cfg, device, dtype, seed=0) -> SanaVideoTransformer:
@@ -125,9 +125,7 @@ def run_variants(cfg, device, dtype, latent_shape, text_len, forward_loop, fmt, 
     rows: list[dict[str, Any]] = []
     ref = None
     bf16_ms: dict[str, float] = {}
-    recipes = [("default recipe", default_recipe()),
-               ("all blocks", default_recipe(name="sana-video-all-blocks", skip_first_blocks=0,
-                                             skip_last_blocks=0))]
+    recipes = [("default recipe", default_recipe()), ("all blocks", recipe_from_arg("all-blocks"))]
     for label, recipe in [("bf16", None)] + recipes:
         model = None
         try:
@@ -145,22 +143,26 @@ def run_variants(cfg, device, dtype, latent_shape, text_len, forward_loop, fmt, 
                     # "eager graph": the eager forward replayed from a CUDA graph (no Python or launch cost: the
                     # eager FP8 forward issues more small ops per layer and can be CPU-bound)
                     for mode in ("eager", "eager graph", "compiled"):
-                        call = run_block
-                        if mode == "eager graph":
-                            if device.type != "cuda":
-                                continue
-                            call = graphed(run_block, device)
-                        if mode == "compiled":
-                            for block in model.blocks:
-                                block.compile(backend=backend, dynamic=False)
-                        got = call().float()
-                        if ref is None:
-                            ref = got
-                        ms = time_fn(call, device, warmup, reps)["ms"]
                         name = f"{label} {mode}" if recipe is None else f"{fmt} {label} {mode}"
+                        if mode == "eager graph" and device.type != "cuda":
+                            continue
+                        try:   # one failing mode (a capture, a compile) must not drop the others
+                            call = graphed(run_block, device) if mode == "eager graph" else run_block
+                            if mode == "compiled":
+                                for block in model.blocks:
+                                    block.compile(backend=backend, dynamic=False)
+                            got = call().float()
+                            if ref is None:
+                                ref = got
+                            ms = time_fn(call, device, warmup, reps)["ms"]
+                        except Exception as exc:  # noqa: BLE001 - report and go on
+                            rows.append({"name": f"{name}: {type(exc).__name__}: {exc}"[:200]})
+                            errors.append(traceback.format_exc())
+                            continue
                         if recipe is None:
                             bf16_ms[mode] = ms
                         rows.append({"name": name, "ms": ms, "speedup": bf16_ms.get(mode, ms) / ms,
+                                     "speedup_vs_bf16_eager": bf16_ms.get("eager", ms) / ms,
                                      "rel_err": rel_err(got, ref), "layers": layers})
                         print(f"  {name}: {ms:.1f} ms", flush=True)
                         if profiles is not None:
@@ -308,8 +310,10 @@ def main(argv=None) -> int:
               [launch.get("first_launch_seconds"), launch.get("cached_launch_seconds"), launch.get("cache_gib"),
                launch.get("calibrator"), "; ".join(launch.get("notes", [])) or launch.get("error", "")]]), "",
           "## Variants (same run; compiled = torch.compile of each transformer block)", "",
-          markdown_table(["variant", "median ms", "x bf16 same mode", "rel err vs bf16 eager", "quantized layers"],
-                         [[v["name"], v.get("ms"), v.get("speedup"), v.get("rel_err"), v.get("layers")]
+          markdown_table(["variant", "median ms", "x bf16 eager", "x bf16 same mode", "rel err vs bf16 eager",
+                          "quantized layers"],
+                         [[v["name"], v.get("ms"), v.get("speedup_vs_bf16_eager"), v.get("speedup"), v.get("rel_err"),
+                           v.get("layers")]
                           for v in results.get("variants", [])]), "",
           "## Calibration", "",
           markdown_table(["what", "value"], [[k, v] for k, v in calib.items()]), "",

@@ -133,7 +133,8 @@ def recipe_from_arg(text: str | None) -> Recipe | None:
         return None
     if text in NAMED_RECIPES:
         return Recipe.from_dict(dict(NAMED_RECIPES[text]))
-    if not Path(text).exists():
+    looks_like_a_file = text.endswith(".json") or "/" in text or "\\" in text
+    if not looks_like_a_file and not Path(text).exists():
         raise QuantizationError(f"unknown quantization recipe {text!r}: a built-in name ({', '.join(NAMED_RECIPES)}) "
                                 "or a JSON file")
-    return Recipe.from_json(text)
+    return Recipe.from_json(text)                    # a missing or unreadable file: "cannot read ..."

@@ -219,6 +219,7 @@ def test_cli_generate_demo_timeline(studio_home, tmp_path):
     (["generate", "--demo", "--prompt", "x", "--device", "bogus"], "unknown device"),
     (["generate", "--demo", "--prompt", "x", "--seed", "99999999999999999999"], "seed must be an integer"),
     (["generate", "--model", "/definitely/not/here", "--prompt", "x"], "model folder not found"),
+    (["generate", "--demo", "--prompt", "x", "--quant-recipe", "fastest"], "unknown quantization recipe"),
 ])
 def test_cli_bad_input_one_clear_error(studio_home, args, needle):
     r = _cli(args, studio_home, timeout=300)
@@ -396,6 +397,7 @@ def test_quant_engine_hook_keeps_the_cpu_model_and_reports_its_precision(studio_
 
     hook = engine_model_transform("auto")
     assert hook is not None and engine_model_transform("bf16") is None
+    assert engine_model_transform("fp8", "all-blocks") is not None
     engine = Engine.load("demo", device="cpu", precision="auto", model_transform=hook)
     assert engine.info["precision"] == "fp32"
     assert isinstance(_run(engine, Timeline.single("a fox", 2.5))[-1], FinishedEvent)

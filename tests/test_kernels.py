@@ -665,6 +665,21 @@ def test_stack_taps_e4m3(device, with_prev, gen):
     assert torch.equal(got.view(torch.uint8).cpu(), ref.view(torch.uint8).cpu())
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_fp8_outputs_keep_nan(device, gen):
+    """A NaN stays NaN in the E4M3 outputs (as in the reference cast), it is not saturated to +-448."""
+    x = randn(gen, 1, 4, 40, dtype=torch.bfloat16, device=device)
+    a = randn(gen, 1, 4, 40, dtype=torch.bfloat16, device=device)
+    a[0, 1, 3] = float("nan")
+    gate = randn(gen, 1, 1, 40, dtype=torch.bfloat16, device=device)
+    fp8 = torch.tensor(0.01, device=device)
+    _, xq = gated_residual_triton(x, a, gate, out_scale=fp8)
+    assert torch.isnan(xq.float()[0, 1, 3]) and torch.isfinite(xq.float()[0, 0]).all()
+    shift, scale = torch.zeros(1, 40, device=device).bfloat16(), torch.zeros(1, 40, device=device).bfloat16()
+    h = layernorm_modulate_triton(a, shift, scale, 1e-6, out_scale=fp8)
+    assert torch.isnan(h.float()[0, 1]).all() and torch.isfinite(h.float()[0, 0]).all()
+
+
 def test_fp8_glue_dispatch_on_cpu_uses_the_references(gen):
     x = randn(gen, 1, 6, 8)
     a, gate = randn(gen, 1, 6, 8), randn(gen, 1, 2, 8)

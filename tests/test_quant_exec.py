@@ -1,5 +1,7 @@
 """QuantLinear execution paths: emulated reference, FP8 / NVFP4 torch._scaled_mm, dispatch per architecture."""
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -304,6 +306,72 @@ def test_fp8_producer_kernels_match_the_cast_path(monkeypatch, tmp_path):
         monkeypatch.setattr(layers, "fp8_input_scale", lambda layer: None)
         cast = model(x, t, text).float()
     assert _rel(fused, cast) < 0.02
+
+
+ALL_BLOCK_LINEARS = ("attn.qkv", "attn.out", "cross.q", "cross.out", "ffn.inverted", "ffn.point", "ffn.temporal")
+
+
+def _fp8_block_and_inputs(per_frame: bool, streaming: bool, names=ALL_BLOCK_LINEARS):
+    """A tiny bf16 block whose per-token Linears are FP8 QuantLinears (scaled_mm backend, static input scales),
+    with B = 2 inputs; per-frame modulation / a streaming state (previous vk, k_sum and frame) on request."""
+    from core.config import tiny_config
+    from core.model.layers import SanaVideoBlock
+
+    cfg = tiny_config()
+    g = torch.Generator().manual_seed(3)
+    block = SanaVideoBlock(cfg)
+    with torch.no_grad():
+        for p in block.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * p.shape[-1] ** -0.5)
+    block = block.to(torch.bfloat16)
+    reference = copy.deepcopy(block).float()               # the unquantized block, in fp32
+    packed = {n: pack_weight(block.get_submodule(n).weight.detach(), "fp8", 8.0) for n in names}
+    replace_linears(block, packed, "fp8", "scaled_mm")
+    d, heads, xheads = cfg.hidden_size, cfg.num_attention_heads, cfg.num_cross_attention_heads
+    hd = d // heads
+    frames, hh, ww = 3, 2, 4
+    n = frames * hh * ww
+    bf = torch.bfloat16
+    x = torch.randn(2, n, d, generator=g).to(bf)
+    t_mod = (torch.randn(2, frames if per_frame else 1, 6, d, generator=g) * 0.5).to(bf)
+    k = torch.randn(2, xheads, 5, d // xheads, generator=g).to(bf)
+    v = torch.randn(2, xheads, 5, d // xheads, generator=g).to(bf)
+    angles = torch.rand(n, hd // 2, generator=g) * 3
+    args = [x, t_mod, k, v, None, angles.cos(), angles.sin(), (frames, hh, ww)]
+    if streaming:
+        args += [torch.rand(2, heads, hd, hd, generator=g) * 4, torch.rand(2, heads, hd, generator=g) * 4,
+                 torch.randn(2, hh * ww, d, generator=g).to(bf)]
+    return block, reference, args
+
+
+@pytest.mark.parametrize("per_frame,streaming,names", [
+    (False, False, ALL_BLOCK_LINEARS), (False, True, ALL_BLOCK_LINEARS), (True, False, ALL_BLOCK_LINEARS),
+    (True, True, ALL_BLOCK_LINEARS),
+    (False, True, ("attn.qkv",)),                     # plain out / cross layers: the attention fold with FP8 qkv input
+    (False, False, ("ffn.inverted", "ffn.temporal")),  # FP8 only in the FFN
+])
+def test_fp8_block_route_is_as_accurate_as_the_cast_route(monkeypatch, per_frame, streaming, names):
+    """One FP8 block's update (out - x) through the eager CUDA route (norm kernels writing E4M3, one-pass gated
+    residuals with E4M3 copies, E4M3 temporal taps; core/kernels/fp8_residual.py) is as close to the unquantized
+    block's as the separate-cast route's (the routes round differently: the fused kernels round fp32 to E4M3 once,
+    the cast route rounds to bf16 first), for per-sample and per-frame gates, with and without a streaming state;
+    the caller's x is left alone."""
+    from core.model import layers
+
+    block, reference, args = _fp8_block_and_inputs(per_frame, streaming, names)
+    x = args[0]
+    x_before = x.clone()
+    with torch.no_grad():
+        exact = reference(*[a.float() if isinstance(a, torch.Tensor) else a for a in args])[0] - x.float()
+        try:
+            cast = block(*args)[0].float() - x.float()            # CPU: no fused route, every layer casts
+        except (RuntimeError, NotImplementedError) as exc:
+            pytest.skip(f"this torch build has no CPU FP8 _scaled_mm: {exc}")
+        monkeypatch.setattr(layers, "eager_kernels", lambda t: not torch.compiler.is_compiling())
+        fused = block(*args)[0].float() - x.float()
+    assert torch.equal(x, x_before)
+    err_fused, err_cast = _rel(fused, exact), _rel(cast, exact)
+    assert torch.isfinite(fused).all() and err_fused <= 1.2 * err_cast, (err_fused, err_cast)
 
 
 def test_fp8_block_glue_on_cpu_matches_the_cast_path(monkeypatch):

@@ -51,19 +51,19 @@ def _ratio_kernel(q_ptr, ks_ptr, cos_ptr, sin_ptr, out_ptr, qw_ptr, qr_ptr,
     m_nd = mask_n[:, None] & mask_d[None, :]
     q_rows = q_ptr + b * s_qb + rows[:, None] * s_qn + offs_d[None, :]     # head 0 of each token
 
-    # r: each token's 1/rms of q across heads (q's RMSNorm); relu(r q w) = r relu(q w) for r > 0, so r enters once
-    # per row below instead of once per element
+    # rstd: each token's 1/rms of q across heads (q's RMSNorm); relu(rstd q w) = rstd relu(q w) for rstd > 0, so it
+    # enters once per row below instead of once per element
     if RSTD == 2:
         ss = tl.zeros((BLOCK_N,), dtype=tl.float32)
         for h in range(0, H):
             x = tl.load(q_rows + h * s_qh, mask=m_nd, other=0.0).to(tl.float32)
             ss += tl.sum(x * x, axis=1)
         # as core.kernels.rms_norm_triton: IEEE sqrt and division (tl.rsqrt is approximate)
-        r = tl.div_rn(1.0, tl.sqrt_rn(ss / (H * D) + norm_eps))
+        rstd = tl.div_rn(1.0, tl.sqrt_rn(ss / (H * D) + norm_eps))
     elif RSTD == 1:
-        r = tl.load(qr_ptr + b * s_rb + rows, mask=mask_n, other=1.0)
+        rstd = tl.load(qr_ptr + b * s_rb + rows, mask=mask_n, other=1.0)
     else:
-        r = tl.full((BLOCK_N,), 1.0, tl.float32)
+        rstd = tl.full((BLOCK_N,), 1.0, tl.float32)
 
     m_nj = mask_n[:, None] & (offs_j < HALF)[None, :]
     cs_off = rows[:, None] * HALF + offs_j[None, :]
@@ -79,13 +79,13 @@ def _ratio_kernel(q_ptr, ks_ptr, cos_ptr, sin_ptr, out_ptr, qw_ptr, qr_ptr,
         den = tl.sum(qq * ks[None, :], axis=1)                                             # unrotated
         qe, qo = tl.split(tl.reshape(qq, (BLOCK_N, HALF_PAD, 2)))
         qr = tl.reshape(tl.join(qe * c - qo * s, qe * s + qo * c), (BLOCK_N, D_PAD))      # rotated, interleaved
-        den_r = r * den + eps                                                              # r qr / (r den + eps)
+        den_r = rstd * den + eps                                               # rstd qr / (rstd den + eps)
         if EXACT_DIV:
             # fp32 outputs: IEEE division per element (Triton's `/` is a 2-ulp approximation)
-            out = tl.div_rn(qr * r[:, None], tl.broadcast_to(den_r[:, None], (BLOCK_N, D_PAD)))
+            out = tl.div_rn(qr * rstd[:, None], tl.broadcast_to(den_r[:, None], (BLOCK_N, D_PAD)))
         else:
             # 16-bit outputs: one IEEE division per row (~1 fp32 ulp more error, far below the output's rounding)
-            out = qr * tl.div_rn(r, den_r)[:, None]
+            out = qr * tl.div_rn(rstd, den_r)[:, None]
         tl.store(o_rows + h * D, out.to(out_ptr.dtype.element_ty), mask=m_nd)
 
 

@@ -227,10 +227,10 @@ def _dwconv_glu_slots_kernel(x_ptr, w_ptr, b_ptr, out_ptr, scale_ptr,
         o2 = da2 * dg2
         o3 = da3 * dg3
         if FP8_OUT:   # E4M3 for an FP8 consumer (core/kernels/fp8_out.py): value / scale, saturated, RNE
-            o0 = tl.clamp(o0 * inv_scale, -448.0, 448.0)
-            o1 = tl.clamp(o1 * inv_scale, -448.0, 448.0)
-            o2 = tl.clamp(o2 * inv_scale, -448.0, 448.0)
-            o3 = tl.clamp(o3 * inv_scale, -448.0, 448.0)
+            o0 = tl.clamp(o0 * inv_scale, -448.0, 448.0, propagate_nan=tl.PropagateNan.ALL)
+            o1 = tl.clamp(o1 * inv_scale, -448.0, 448.0, propagate_nan=tl.PropagateNan.ALL)
+            o2 = tl.clamp(o2 * inv_scale, -448.0, 448.0, propagate_nan=tl.PropagateNan.ALL)
+            o3 = tl.clamp(o3 * inv_scale, -448.0, 448.0, propagate_nan=tl.PropagateNan.ALL)
         store = (zero_g + i - 1 >= r0)[:, None]                          # output row i-1 belongs to this program
         ob = (o_base + ((i - 1) * W).to(tl.int64) * s_op
               + (frame * s_ot + col0.to(tl.int64) * s_op)[:, None] + offs_c[None, :])

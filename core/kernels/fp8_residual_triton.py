@@ -1,8 +1,8 @@
 """Triton kernels for the FP8 block's elementwise glue; math and shapes in core/kernels/fp8_residual.py.
 
 Both are memory-bound single passes over (ROWS, BLOCK_D) tiles: gated_residual reads x, a (and b) once and writes
-x_new (and its E4M3 copy); stack_taps reads each u row three times (as the previous, current and next frame's tap:
-rows H'W' apart, so the repeats mostly hit L2) and writes the 3D-wide E4M3 row once."""
+x_new (and its E4M3 copy); stack_taps reads each u row once and writes it to its three taps (version 1 gathered each
+output row's three taps, reading u three times: 109 us per 480p layer on an H100)."""
 
 from __future__ import annotations
 
@@ -35,35 +35,45 @@ def _gated_residual_kernel(x_ptr, a_ptr, b_ptr, g_ptr, out_ptr, q_ptr, scale_ptr
     x_new = (x + g * a).to(out_ptr.dtype.element_ty)
     tl.store(out_ptr + (bi * s_ob + n * s_on)[:, None] + c, x_new, mask=m2)
     if FP8_OUT:   # from the rounded residual, as a consumer of the stored x_new would see it
-        xq = tl.clamp(x_new.to(tl.float32) * (1.0 / tl.load(scale_ptr)), -448.0, 448.0)
+        xq = tl.clamp(x_new.to(tl.float32) * (1.0 / tl.load(scale_ptr)), -448.0, 448.0,
+                      propagate_nan=tl.PropagateNan.ALL)
         tl.store(q_ptr + (bi * N + n)[:, None] * D + c, xq.to(q_ptr.dtype.element_ty), mask=m2)
 
 
 @Kernel
 def _stack_taps_kernel(u_ptr, p_ptr, out_ptr, scale_ptr,
-                       M, T, S, D, col_tiles,
+                       M, T, S, D,
                        s_ub, s_ut, s_us, s_pb, s_ps,
                        HAS_PREV: tl.constexpr, ROWS: tl.constexpr, BLOCK_D: tl.constexpr):
-    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)                  # flattened (b, t, s) output rows
-    tap = tl.program_id(1) // col_tiles                                   # 0: u_{t-1}, 1: u_t, 2: u_{t+1}
-    cols = (tl.program_id(1) % col_tiles) * BLOCK_D + tl.arange(0, BLOCK_D)
+    # One program per tile of u's rows (b, t, s): each row is read once and written to its three places,
+    # out[b, t+1, s, tap 0], out[b, t, s, tap 1], out[b, t-1, s, tap 2]; the rows of the first frame also write
+    # tap 0 of their own output row (prev or zero) and those of the last frame tap 2 (zero).
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)                  # flattened (b, t, s) rows of u
+    cols = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
     row_ok = rows < M
     bi = (rows // (T * S)).to(tl.int64)
     t = (rows // S) % T
     s = (rows % S).to(tl.int64)
-    src_t = t + tap - 1
     col_ok = (cols < D)[None, :]
-    in_u = row_ok & (src_t >= 0) & (src_t < T)
     c = cols[None, :]
-    v = tl.load(u_ptr + (bi * s_ub + src_t.to(tl.int64) * s_ut + s * s_us)[:, None] + c,
-                mask=in_u[:, None] & col_ok, other=0.0).to(tl.float32)
+    m2 = row_ok[:, None] & col_ok
+    inv = 1.0 / tl.load(scale_ptr)
+    v = tl.load(u_ptr + (bi * s_ub + t.to(tl.int64) * s_ut + s * s_us)[:, None] + c, mask=m2, other=0.0)
+    q = tl.clamp(v.to(tl.float32) * inv, -448.0, 448.0, propagate_nan=tl.PropagateNan.ALL)
+    q = q.to(out_ptr.dtype.element_ty)
+    out_row = rows.to(tl.int64) * (3 * D)                                  # out is contiguous (B, T, S, 3D)
+    step = S.to(tl.int64) * (3 * D)                                         # one frame further
+    tl.store(out_ptr + out_row[:, None] + D + c, q, mask=m2)                                  # u_t of row t
+    tl.store(out_ptr + (out_row + step)[:, None] + c, q, mask=m2 & (t < T - 1)[:, None])      # u_{t-1} of t + 1
+    tl.store(out_ptr + (out_row - step)[:, None] + 2 * D + c, q, mask=m2 & (t > 0)[:, None])  # u_{t+1} of t - 1
+    first = m2 & (t == 0)[:, None]
+    edge = tl.zeros((ROWS, BLOCK_D), dtype=tl.float32)
     if HAS_PREV:
-        from_prev = row_ok & (src_t < 0)
-        v += tl.load(p_ptr + (bi * s_pb + s * s_ps)[:, None] + c, mask=from_prev[:, None] & col_ok,
-                     other=0.0).to(tl.float32)
-    v = tl.clamp(v * (1.0 / tl.load(scale_ptr)), -448.0, 448.0)
-    tl.store(out_ptr + rows.to(tl.int64)[:, None] * (3 * D) + tap * D + c, v.to(out_ptr.dtype.element_ty),
-             mask=row_ok[:, None] & col_ok)
+        edge = tl.load(p_ptr + (bi * s_pb + s * s_ps)[:, None] + c, mask=first, other=0.0).to(tl.float32)
+        edge = tl.clamp(edge * inv, -448.0, 448.0, propagate_nan=tl.PropagateNan.ALL)
+    tl.store(out_ptr + out_row[:, None] + c, edge.to(out_ptr.dtype.element_ty), mask=first)   # before the first
+    zero = tl.zeros((ROWS, BLOCK_D), dtype=tl.float32).to(out_ptr.dtype.element_ty)
+    tl.store(out_ptr + out_row[:, None] + 2 * D + c, zero, mask=m2 & (t == T - 1)[:, None])   # after the last
 
 
 def _last_contiguous(t: torch.Tensor) -> torch.Tensor:
@@ -106,11 +116,10 @@ def stack_taps_e4m3_triton(u: torch.Tensor, prev: torch.Tensor | None, out_scale
     if B * T * S * D == 0:
         return out
     rows, block_d = CFG["rows"], min(CFG["block_d"], triton.next_power_of_2(D))
-    col_tiles = triton.cdiv(D, block_d)
     pp = u if prev is None else prev
-    _stack_taps_kernel.on(u.device)[(triton.cdiv(B * T * S, rows), 3 * col_tiles)](
+    _stack_taps_kernel.on(u.device)[(triton.cdiv(B * T * S, rows), triton.cdiv(D, block_d))](
         u, pp, out, _scale(out_scale, u.device),
-        B * T * S, T, S, D, col_tiles,
+        B * T * S, T, S, D,
         u.stride(0), u.stride(1), u.stride(2), pp.stride(0), pp.stride(1),
         HAS_PREV=prev is not None, ROWS=rows, BLOCK_D=block_d, num_warps=CFG["num_warps"],
     )

@@ -39,7 +39,7 @@ def _ln_mod_kernel(x_ptr, shift_ptr, scale_ptr, out_ptr, fp8_scale_ptr,
     scale = tl.load(scale_ptr + (b * s_scb + g * s_scg)[:, None] + offs[None, :], mask=m2, other=0.0).to(tl.float32)
     y = y * (1.0 + scale) + shift
     if FP8_OUT:
-        y = tl.clamp(y * (1.0 / tl.load(fp8_scale_ptr)), -448.0, 448.0)
+        y = tl.clamp(y * (1.0 / tl.load(fp8_scale_ptr)), -448.0, 448.0, propagate_nan=tl.PropagateNan.ALL)
     tl.store(out_ptr + (b * s_ob + n * s_on)[:, None] + offs[None, :], y.to(out_ptr.dtype.element_ty), mask=m2)
 
 
@@ -73,7 +73,7 @@ def _add_ln_mod_kernel(x_ptr, y_ptr, gate_ptr, shift_ptr, scale_ptr, xout_ptr, o
     scale = tl.load(scale_ptr + (b * s_scb + g * s_scg)[:, None] + offs[None, :], mask=m2, other=0.0).to(tl.float32)
     h = h * (1.0 + scale) + shift
     if FP8_OUT:
-        h = tl.clamp(h * (1.0 / tl.load(fp8_scale_ptr)), -448.0, 448.0)
+        h = tl.clamp(h * (1.0 / tl.load(fp8_scale_ptr)), -448.0, 448.0, propagate_nan=tl.PropagateNan.ALL)
     tl.store(out_ptr + (b * s_ob + n * s_on)[:, None] + offs[None, :], h.to(out_ptr.dtype.element_ty), mask=m2)
 
 

@@ -186,7 +186,8 @@ def _apply_kernel(q_ptr, vk_ptr, ks_ptr, cos_ptr, sin_ptr, out_ptr, scale_ptr, q
             r = tl.full((BLOCK_N,), 1.0, tl.float32)
             den_r = den + eps
         if FP8_OUT:   # E4M3 for an FP8 consumer (core/kernels/fp8_out.py): value / scale, saturated, RNE
-            out = tl.clamp(num * (r / (den_r * tl.load(scale_ptr)))[:, None], -448.0, 448.0)
+            out = tl.clamp(num * (r / (den_r * tl.load(scale_ptr)))[:, None], -448.0, 448.0,
+                           propagate_nan=tl.PropagateNan.ALL)
         elif EXACT_DIV:
             # fp32 outputs: IEEE division per element (Triton's `/` is a 2-ulp approximation), as exact as the
             # reference's

@@ -168,8 +168,9 @@ class LinearSelfAttention(nn.Module):
                       prev_vk: torch.Tensor | None = None, prev_k_sum: torch.Tensor | None = None,
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """attend + the gated out projection's weight folded with the state (core/kernels/attn_fold.py), for a plain
-        out Linear: (r (B, N, D), m (B, D, D) in x.dtype, own vk, own k_sum) with
-        gate * (attend(x) @ W_out^T) == r[i] @ m[i]^T per sample i. gate (B, 1, D).
+        out Linear: (r (B, N, D), m (B, D, D), both in the qkv projection's output dtype, own vk, own k_sum) with
+        gate * (attend(x) @ W_out^T) == r[i] @ m[i]^T per sample i. gate (B, 1, D). x may be E4M3 (an FP8 qkv
+        layer's pre-quantized input).
 
         Why: `attend`'s apply kernel multiplies every token by the (d x d) state of its head before the out GEMM;
         folding the state into the GEMM's weight leaves an elementwise ratio kernel (RoPE, ReLU, denominator) and
@@ -188,7 +189,7 @@ class LinearSelfAttention(nn.Module):
             k_sum = own_k_sum + prev_k_sum
         r = linear_attn_ratio(q, k_sum, cos, sin, self.attn_eps, q_weight=self.norm_q.weight,
                               q_norm_eps=self.norm_q.eps)                     # (B, N, H, d)
-        m = fold_out_projection(self.out.weight, vk, gate[:, 0], out_dtype=x.dtype)   # (B, D, D)
+        m = fold_out_projection(self.out.weight, vk, gate[:, 0], out_dtype=r.dtype)   # (B, D, D)
         return r.reshape(b, n, d), m, own_vk, own_k_sum
 
 
@@ -372,6 +373,9 @@ class SanaVideoBlock(nn.Module):
                 x, xq = gated_residual(x, self.attn.out(attn_out), gate_msa,
                                        out_scale=fp8_input_scale(self.cross.q), inplace=inplace and x.is_contiguous())
                 cross_out = self.cross(xq, text_k, text_v, text_bias)
+            elif fused:   # e.g. per-frame gates: the residual update in one pass
+                x, _ = gated_residual(x, self.attn.out(attn_out), gate_msa, inplace=inplace and x.is_contiguous())
+                cross_out = self.cross(x, text_k, text_v, text_bias)
             else:
                 x = x + gated(self.attn.out(attn_out), gate_msa, frames)
                 cross_out = self.cross(x, text_k, text_v, text_bias)
