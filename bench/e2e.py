@@ -5,7 +5,8 @@ Reports seconds per block split into text / DiT / VAE, video frames per second e
 and 60 s videos (it must stay flat: the linear-attention state has a constant size). In the same run it times diffusers'
 AutoencoderKLWan.decode of 10 latent frames with the same random VAE weights, for the ratio.
 
-H100:  python bench/e2e.py [--no-compile] [--seconds 5,30,60]          (writes e2e.json, e2e.md to $OUT)
+H100:  python bench/e2e.py [--precision fp8 [--quant-recipe all-blocks]] [--compile] [--seconds 5,30,60]
+       (writes e2e.json, e2e.md to $OUT)
 Dry run on the CPU:  python bench/e2e.py --tiny --device cpu --seconds 2.5,5
 """
 
@@ -16,6 +17,7 @@ import json
 import math
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -39,7 +41,8 @@ def gemma2_2b_config(tiny: bool):
                 Gemma2Config=Gemma2Config)
 
 
-def build_engine(device: torch.device, tiny: bool, compile_dit: bool, seed: int, fp32_vae: bool = False):
+def build_engine(device: torch.device, tiny: bool, compile_dit: bool, seed: int, fp32_vae: bool = False,
+                 precision: str = "bf16", quant_recipe: str | None = None, cache_dir: str | None = None):
     from transformers import Gemma2Config, Gemma2Model
 
     from core.config import PRESETS
@@ -59,8 +62,6 @@ def build_engine(device: torch.device, tiny: bool, compile_dit: bool, seed: int,
     dit = dit.to_empty(device=device).to(dtype)
     randomize_parameters_(dit, seed)
     dit.eval().requires_grad_(False)
-    if compile_dit:
-        compile_blocks(dit)
 
     vae_cfg = tiny_wan_vae_config() if tiny else WanVAEConfig()
     vae_sd = random_wan_vae_state_dict(vae_cfg, seed=seed, include_encoder=True)
@@ -81,11 +82,30 @@ def build_engine(device: torch.device, tiny: bool, compile_dit: bool, seed: int,
         gemma = Gemma2Model(gcfg).to(dtype).eval().requires_grad_(False)
     encoder = TextEncoder(gemma, tokenizer, device=device, dtype=dtype)
     height, width = (64, 112) if tiny else (480, 832)
+    used, quant_s = ("bf16" if dtype == torch.bfloat16 else "fp32"), None
+    if precision != "bf16":
+        # the engine's first-launch step, as Engine.load runs it: calibration through the LongSANA loop with this
+        # engine's text encoder, packing, cache (a temporary folder here), layer swap
+        from quant.prepare import make_model_transform
+        from quant.recipe import recipe_from_arg
+
+        def encode_prompts(prompts):
+            enc = encoder.encode(prompts)
+            return [(enc.embeds[i:i + 1], enc.mask[i:i + 1]) for i in range(len(prompts))]
+
+        t_quant = time.perf_counter()
+        transform = make_model_transform(fmt=precision, recipe=recipe_from_arg(quant_recipe), cache_dir=cache_dir)
+        dit, quant_used = transform(dit, device, {"encode_prompts": encode_prompts,
+                                                  "latent_hw": (height // 8, width // 8)})
+        used, quant_s = quant_used or used, time.perf_counter() - t_quant
+    if compile_dit:
+        compile_blocks(dit)
     resolved = ResolvedModel(id="random-480p", sampler="longsana", transformer=Path("-"), vae=Path("-"),
                              text_encoder=Path("-"), tokenizer=Path("-"), preset="480p", height=height, width=width,
                              fps=16, is_demo=True, label="full-size random weights (benchmark)")
-    engine = Engine(resolved, dit, vae, encoder, device, dtype, "bf16" if dtype == torch.bfloat16 else "fp32")
+    engine = Engine(resolved, dit, vae, encoder, device, dtype, used)
     engine.collect_timings = True
+    engine.bench_quant_s = quant_s
     return engine, vae_cfg, vae_sd, time.perf_counter() - t0
 
 
@@ -158,7 +178,11 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda")
     p.add_argument("--tiny", action="store_true")
-    p.add_argument("--no-compile", action="store_true")
+    p.add_argument("--compile", action="store_true", help="torch.compile the DiT blocks (the engine does not by default)")
+    p.add_argument("--no-compile", action="store_true", help=argparse.SUPPRESS)   # the default now; kept for old commands
+    p.add_argument("--precision", default="bf16", choices=["bf16", "fp8", "nvfp4"],
+                   help="DiT weights: bf16, or quantized by the engine's first-launch step (quant/)")
+    p.add_argument("--quant-recipe", default=None, help="default, all-blocks or a JSON recipe (with --precision fp8)")
     p.add_argument("--fp32-vae", action="store_true", help="the exact fp32 VAE decode instead of the bf16 fast path")
     p.add_argument("--seconds", default="5,30,60")
     p.add_argument("--seed", type=int, default=0)
@@ -166,8 +190,10 @@ def main() -> int:
     args = p.parse_args()
     device = torch.device(args.device)
     out = output_dir(args.out)
-    engine, vae_cfg, vae_sd, build_s = build_engine(device, args.tiny, not args.no_compile and device.type == "cuda",
-                                                     args.seed, args.fp32_vae)
+    compiled = args.compile and device.type == "cuda"
+    with tempfile.TemporaryDirectory() as cache_dir:
+        engine, vae_cfg, vae_sd, build_s = build_engine(device, args.tiny, compiled, args.seed, args.fp32_vae,
+                                                         args.precision, args.quant_recipe, cache_dir)
     print(f"built full-size random engine in {build_s:.1f} s", flush=True)
     warm = run_video(engine, 5.0, args.seed, device)  # compiles the block shapes
     print(f"warm-up 5 s video: {warm['wall_s']:.1f} s", flush=True)
@@ -181,11 +207,15 @@ def main() -> int:
     ref_ms = diffusers_vae_decode_ms(vae_cfg, vae_sd, device, 10, hw)
     env = environment(device)
     result = dict(env=env, build_s=build_s, warmup=warm, text_encode_s=text_s, runs=rows,
-                  diffusers_vae_decode_10_latent_ms=ref_ms, compiled=not args.no_compile)
+                  diffusers_vae_decode_10_latent_ms=ref_ms, compiled=compiled, precision=engine.precision,
+                  quant_recipe=args.quant_recipe, quant_first_launch_s=engine.bench_quant_s)
     write_json(out / "e2e.json", result)
     lines = [f"# End to end, full-size random weights, 480p: {env.get('gpu_name', env.get('gpu', device))}, torch {torch.__version__}, "
              f"{env.get('date_utc', '')}", "",
-             f"Text encode (Gemma-2 2B, one prompt): {text_s * 1000:.0f} ms. DiT {'compiled per block' if not args.no_compile else 'eager'}.",
+             f"Text encode (Gemma-2 2B, one prompt): {text_s * 1000:.0f} ms. DiT {engine.precision}, "
+             f"{'compiled per block' if compiled else 'eager'}"
+             + (f", quantized at start-up in {engine.bench_quant_s:.1f} s (recipe {args.quant_recipe or 'default'})"
+                if engine.bench_quant_s is not None else "") + ".",
              "", "| video | blocks | frames | wall s | video frames/s | DiT s/block | VAE s/block | peak VRAM GiB |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
