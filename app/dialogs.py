@@ -23,11 +23,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.settings import DEMO_MODEL, PRECISIONS, RESOLUTIONS, VRAM_MODES, GenerationSettings
+from app.settings import DEMO_MODEL, PRECISIONS, QUANT_LAYERS, RESOLUTIONS, VRAM_MODES, GenerationSettings
 from core.timeline import FPS
 
 PRECISION_LABELS = {"auto": "Auto (best the GPU supports)", "nvfp4": "NVFP4 (Blackwell)", "fp8": "FP8 (Ada / Hopper)",
                     "bf16": "bf16 (full precision)"}
+QUANT_LAYER_LABELS = {"default": "Middle blocks (first and last two stay bf16)", "all-blocks": "All blocks (fastest)"}
 VRAM_LABELS = {"auto": "Auto", "high": "High (keep everything on the GPU)", "low": "Low (offload text encoder / VAE)"}
 
 
@@ -63,6 +64,11 @@ class SettingsDialog(QDialog):
         for key in PRECISIONS:
             self.precision.addItem(PRECISION_LABELS[key], key)
         self.precision.setCurrentIndex(PRECISIONS.index(settings.precision))
+        self.quant_layers = QComboBox(self)   # used with nvfp4 / fp8 (auto picks one of them on RTX 40 / 50, H100)
+        for key in QUANT_LAYERS:
+            self.quant_layers.addItem(QUANT_LAYER_LABELS[key], key)
+        self.quant_layers.setCurrentIndex(QUANT_LAYERS.index(settings.quant_layers))
+        self.quant_layers.setToolTip("Which transformer blocks run in NVFP4 / FP8 (ignored in bf16)")
         self.vram = QComboBox(self)
         for key in VRAM_MODES:
             self.vram.addItem(VRAM_LABELS[key], key)
@@ -74,6 +80,7 @@ class SettingsDialog(QDialog):
         form.addRow("Seed", self.seed)
         form.addRow("Steps per block", self.steps)
         form.addRow("Precision", self.precision)
+        form.addRow("Quantized layers", self.quant_layers)
         form.addRow("VRAM mode", self.vram)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel, self)
         buttons.accepted.connect(self.accept)
@@ -88,6 +95,7 @@ class SettingsDialog(QDialog):
         return GenerationSettings(model=str(model or ""), resolution=self.resolution.currentText(),
                                   seconds=float(self.seconds.value()), seed=self.seed.value(),
                                   steps=self.steps.value(), precision=self.precision.currentData(),
+                                  quant_layers=self.quant_layers.currentData(),
                                   vram_mode=self.vram.currentData()).validate()
 
 

@@ -137,7 +137,7 @@ class EngineAdapter:
 
     # ---- long operations (worker thread): generators of events ----
     def load(self, model: str, precision: str = "auto", vram_mode: str = "auto",
-             resolution: tuple[int, int] | None = None) -> Iterator[Event]:
+             resolution: tuple[int, int] | None = None, quant_layers: str = "default") -> Iterator[Event]:
         """Load the engine for `model` ('demo', a registry id or a local folder); Engine.load's own progress
         events are forwarded while it runs on a helper thread."""
         from core.engine import Engine
@@ -147,7 +147,7 @@ class EngineAdapter:
                                   "vram_mode": vram_mode}
         if resolution is not None and model != "demo":  # the demo pack has its own small size
             kwargs["resolution"] = tuple(resolution)
-        transform = self._model_transform(model, precision)
+        transform = self._model_transform(model, precision, quant_layers)
         if transform is not None:
             kwargs["model_transform"] = transform
         engine = yield from run_with_progress(lambda progress: Engine.load(model, progress=progress, **kwargs), "load")
@@ -157,14 +157,15 @@ class EngineAdapter:
         yield StageEvent("load", "ready", 100.0)
 
     @staticmethod
-    def _model_transform(model: str, precision: str) -> Callable | None:
-        """quant's first-launch step as the engine's model_transform hook (app.quant_hook, shared with the CLI);
-        None for bf16 / fp32, for the demo model (random weights: nothing to gain) or when quant is unavailable."""
+    def _model_transform(model: str, precision: str, quant_layers: str = "default") -> Callable | None:
+        """quant's first-launch step as the engine's model_transform hook (app.quant_hook, shared with the CLI), with
+        the recipe named by `quant_layers`; None for bf16 / fp32, for the demo model (random weights: nothing to
+        gain) or when quant is unavailable."""
         if model == "demo":
             return None
         from app.quant_hook import engine_model_transform
 
-        return engine_model_transform(precision)
+        return engine_model_transform(precision, quant_layers)
 
     def download(self, model_id: str) -> Iterator[Event]:
         from core import registry

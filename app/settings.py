@@ -11,6 +11,8 @@ from pathlib import Path
 from PySide6.QtCore import QSettings
 
 PRECISIONS = ["auto", "nvfp4", "fp8", "bf16"]
+# which blocks nvfp4 / fp8 quantize: quant.recipe.NAMED_RECIPES (default: the first and last two blocks stay bf16)
+QUANT_LAYERS = ["default", "all-blocks"]
 VRAM_MODES = ["auto", "high", "low"]
 # 720p needs the LTX-2 VAE model (not supported yet), so only the 480p model's sizes are offered.
 RESOLUTIONS = {"480p (832×480)": (480, 832), "480p portrait (480×832)": (832, 480)}
@@ -26,11 +28,14 @@ class GenerationSettings:
     seed: int = 0
     steps: int = 0               # 0 = the model's default (LongSANA: 4 per block)
     precision: str = "auto"
+    quant_layers: str = "default"
     vram_mode: str = "auto"
 
     def validate(self) -> GenerationSettings:
         if self.precision not in PRECISIONS:
             self.precision = "auto"
+        if self.quant_layers not in QUANT_LAYERS:
+            self.quant_layers = "default"
         if self.vram_mode not in VRAM_MODES:
             self.vram_mode = "auto"
         if self.resolution not in RESOLUTIONS:
@@ -89,12 +94,13 @@ class AppSettings:
             seed=self._int("generation/seed", d.seed),
             steps=self._int("generation/steps", d.steps),
             precision=self._str("generation/precision", d.precision),
+            quant_layers=self._str("generation/quant_layers", d.quant_layers),
             vram_mode=self._str("generation/vram_mode", d.vram_mode),
         ).validate()
 
     def set_generation(self, g: GenerationSettings) -> None:
         g.validate()
-        for key in ("model", "resolution", "seconds", "seed", "steps", "precision", "vram_mode"):
+        for key in ("model", "resolution", "seconds", "seed", "steps", "precision", "quant_layers", "vram_mode"):
             self.qsettings.setValue(f"generation/{key}", getattr(g, key))
         self.qsettings.sync()
 

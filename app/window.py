@@ -358,7 +358,8 @@ class MainWindow(QMainWindow):
             return
         model = self.gen.model or DEMO_MODEL
         self.jobs.submit(Job(f"Load model {model}", lambda cancel, m=model: self.adapter.load(
-            m, self.gen.precision, self.gen.vram_mode, RESOLUTIONS.get(self.gen.resolution)), kind="load"))
+            m, self.gen.precision, self.gen.vram_mode, RESOLUTIONS.get(self.gen.resolution), self.gen.quant_layers),
+            kind="load"))
 
     def _all_jobs(self) -> list[Job]:
         return ([self.jobs.current] if self.jobs.current else []) + list(self.jobs.pending)
@@ -658,8 +659,9 @@ class MainWindow(QMainWindow):
         self.settings_dialog = dialog
 
     def apply_settings(self, values) -> None:
-        reload = ((values.model, values.precision, values.vram_mode, values.resolution)
-                  != (self.gen.model, self.gen.precision, self.gen.vram_mode, self.gen.resolution))
+        reload = ((values.model, values.precision, values.quant_layers, values.vram_mode, values.resolution)
+                  != (self.gen.model, self.gen.precision, self.gen.quant_layers, self.gen.vram_mode,
+                      self.gen.resolution))
         self.gen = values
         self.settings.set_generation(values)
         self.project_seed.setValue(values.seed)

@@ -227,17 +227,20 @@ def test_settings_round_trip(tmp_path):
     settings = AppSettings(path)
     assert settings.generation() == GenerationSettings().validate()
     settings.set_generation(GenerationSettings(model="demo", seconds=20, seed=5, steps=8, precision="nvfp4",
-                                               vram_mode="low"))
+                                               quant_layers="all-blocks", vram_mode="low"))
     for folder in ("a", "b", "a"):
         settings.add_recent_project(str(tmp_path / folder))
     again = AppSettings(path)
     g = again.generation()
-    assert (g.model, g.seconds, g.seed, g.steps, g.precision, g.vram_mode) == ("demo", 20.0, 5, 8, "nvfp4", "low")
+    assert (g.model, g.seconds, g.seed, g.steps, g.precision, g.quant_layers, g.vram_mode) == \
+        ("demo", 20.0, 5, 8, "nvfp4", "all-blocks", "low")
     assert again.recent_projects() == [str((tmp_path / "a").resolve()), str((tmp_path / "b").resolve())]
     # garbage in the file falls back to defaults instead of crashing
     again.qsettings.setValue("generation/precision", "int3")
+    again.qsettings.setValue("generation/quant_layers", "everything")
     again.qsettings.setValue("generation/seed", "not a number")
     assert again.generation().precision == "auto" and again.generation().seed == 0
+    assert again.generation().quant_layers == "default"
 
 
 def test_resources_are_packaged(qtbot):
@@ -280,3 +283,21 @@ def test_player_plays_at_16_fps_and_scrubs(qtbot):
     assert elapsed >= 7 / FPS * 0.9                 # 7 frame steps at 16 fps take ~0.44 s
     player.set_frames([])
     assert player.view.pixmap is None
+
+
+def test_quantized_layer_choices_are_quant_recipes(monkeypatch):
+    """The settings' 'Quantized layers' choices are quant's built-in recipe names, and the engine adapter passes the
+    chosen one to quant's first-launch hook."""
+    pytest.importorskip("quant.recipe")
+    from app import quant_hook
+    from app.engine_adapter import EngineAdapter
+    from app.settings import QUANT_LAYERS
+    from quant.recipe import NAMED_RECIPES
+
+    assert set(QUANT_LAYERS) <= set(NAMED_RECIPES)
+    seen = []
+    monkeypatch.setattr(quant_hook, "engine_model_transform", lambda precision, recipe=None: seen.append(
+        (precision, recipe)) or "hook")
+    assert EngineAdapter._model_transform("longsana-480p", "fp8", "all-blocks") == "hook"
+    assert EngineAdapter._model_transform("demo", "fp8", "all-blocks") is None
+    assert seen == [("fp8", "all-blocks")]

@@ -51,7 +51,7 @@ class ScriptedAdapter(EngineAdapter):
         self.saved: dict = {}
         self.exported: list = []
 
-    def load(self, model, precision="auto", vram_mode="auto", resolution=None):
+    def load(self, model, precision="auto", vram_mode="auto", resolution=None, quant_layers="default"):
         yield StageEvent("load", model)
         self.engine = type("E", (), {"info": {"model_id": "scripted", "is_demo": True, "device": "cpu",
                                                 "precision": "fp32", "height": H, "width": W, "fps": 16}})()
@@ -499,12 +499,14 @@ def test_settings_dialog_persists_with_qsettings(qtbot, window, tmp_path):
     window.action_settings.trigger()
     dialog = window.settings_dialog
     dialog.precision.setCurrentIndex(dialog.precision.findData("fp8"))
+    dialog.quant_layers.setCurrentIndex(dialog.quant_layers.findData("all-blocks"))
     dialog.vram.setCurrentIndex(dialog.vram.findData("low"))
     dialog.seed.setValue(31337)
     dialog.steps.setValue(6)
     dialog.accept()
     reread = AppSettings(str(tmp_path / "settings.ini")).generation()
-    assert (reread.precision, reread.vram_mode, reread.seed, reread.steps) == ("fp8", "low", 31337, 6)
+    assert (reread.precision, reread.quant_layers, reread.vram_mode, reread.seed, reread.steps) == \
+        ("fp8", "all-blocks", "low", 31337, 6)
     assert window.project_seed.value() == 31337
 
 
