@@ -32,13 +32,18 @@ from core.kernels.linear_attention import _acc, _normalized, rope_pairs
 from core.kernels.rms_norm import rms_reciprocal_reference
 
 
-def _check_ratio_args(q: torch.Tensor, k_sum: torch.Tensor, q_rstd: torch.Tensor | None,
-                      q_norm_eps: float | None) -> None:
+def _check_ratio_args(q: torch.Tensor, k_sum: torch.Tensor, q_weight: torch.Tensor | None,
+                      q_rstd: torch.Tensor | None, q_norm_eps: float | None) -> None:
+    """The ratio's own arguments (q's and the RoPE tables' shapes: linear_attention_triton._check_rope)."""
     if q.dim() != 4:
         raise ValueError(f"q must be (B, N, H, d), got {tuple(q.shape)}")
-    B, _, H, d = q.shape
+    B, N, H, d = q.shape
     if tuple(k_sum.shape) != (B, H, d):
         raise ValueError(f"k_sum must be (B, H, d) = {(B, H, d)}, got {tuple(k_sum.shape)}")
+    if q_weight is not None and q_weight.numel() != H * d:
+        raise ValueError(f"q_weight must have H * d = {H * d} entries, got {tuple(q_weight.shape)}")
+    if q_rstd is not None and tuple(q_rstd.shape) != (B, N):
+        raise ValueError(f"q_rstd must be (B, N) = {(B, N)}, got {tuple(q_rstd.shape)}")
     if q_rstd is not None and q_norm_eps is not None:
         raise ValueError("give q_rstd (precomputed 1/rms) or q_norm_eps (computed here), not both")
 
@@ -59,7 +64,7 @@ def linear_attn_ratio_reference(q: torch.Tensor, k_sum: torch.Tensor, cos: torch
                                 q_norm_eps: float | None = None) -> torch.Tensor:
     """r (B, N, H, d) in q.dtype: rope(relu(qn)) / (k_sum . relu(qn) + eps), qn = q * q_rstd * q_weight, where q_rstd
     is given (B, N), computed from q with q_norm_eps, or absent (1)."""
-    _check_ratio_args(q, k_sum, q_rstd, q_norm_eps)
+    _check_ratio_args(q, k_sum, q_weight, q_rstd, q_norm_eps)
     B, N, H, d = q.shape
     if q_norm_eps is not None:
         q_rstd = rms_reciprocal_reference(q.reshape(B, N, H * d), q_norm_eps)   # (B, N), as qk_rms_reciprocals
@@ -94,7 +99,6 @@ def _ratio_impl(q: torch.Tensor, k_sum: torch.Tensor, cos: torch.Tensor, sin: to
     impl = load_impl(_IMPL) if q.is_cuda and q.dtype != torch.float64 else None
     if impl is None:
         return linear_attn_ratio_reference(q, k_sum, cos, sin, eps, q_weight, q_rstd, q_norm_eps)
-    _check_ratio_args(q, k_sum, q_rstd, q_norm_eps)
     return impl.linear_attn_ratio_triton(q, k_sum, cos, sin, eps, q_weight=q_weight, q_rstd=q_rstd,
                                          q_norm_eps=q_norm_eps)
 
@@ -105,7 +109,6 @@ def _fold_impl(weight: torch.Tensor, vk: torch.Tensor, gate: torch.Tensor | None
     impl = load_impl(_IMPL) if weight.is_cuda and fits else None
     if impl is None:
         return fold_out_projection_reference(weight, vk, gate, out_dtype)
-    _check_fold_args(weight, vk, gate)
     return impl.fold_out_projection_triton(weight, vk, gate, out_dtype)
 
 

@@ -22,6 +22,8 @@ import triton
 import triton.language as tl
 
 from core.kernels._triton import Kernel, dot_mode, empty, sm_count
+from core.kernels.attn_fold import _check_fold_args, _check_ratio_args
+from core.kernels.linear_attention_triton import _check_rope, _last_dim_contiguous, _pads
 
 # Launch settings, module-level so that a bench can sweep them (untuned guesses: ratio is a streaming kernel, fold is
 # ~10 MB of weight in and out per sample).
@@ -142,39 +144,15 @@ def _fold_kernel(w_ptr, vk_ptr, g_ptr, out_ptr,
                  acc.to(out_ptr.dtype.element_ty), mask=m_od)
 
 
-def _pads(d: int) -> tuple[int, int]:
-    # tl.dot needs every dimension >= 16, and Triton 3.6 fails to compile the pair split of a 16-wide row: at least 32
-    d_pad = max(32, triton.next_power_of_2(d))
-    return d_pad, d_pad // 2
-
-
-def _last_dim_contiguous(x: torch.Tensor) -> torch.Tensor:
-    return x if x.stride(-1) == 1 else x.contiguous()
-
-
 def linear_attn_ratio_triton(q: torch.Tensor, k_sum: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, eps: float,
                              q_weight: torch.Tensor | None = None, q_rstd: torch.Tensor | None = None,
                              q_norm_eps: float | None = None) -> torch.Tensor:
     """r (B, N, H, d) contiguous in q.dtype (same contract as attn_fold.linear_attn_ratio_reference)."""
-    if q.dim() != 4:
-        raise ValueError(f"q must be (B, N, H, d), got {tuple(q.shape)}")
+    _check_ratio_args(q, k_sum, q_weight, q_rstd, q_norm_eps)
+    cos, sin = _check_rope("q", q, cos, sin)                              # fp32, contiguous
     B, N, H, d = q.shape
-    if d % 2:
-        raise ValueError(f"head dim {d} must be even (RoPE pairs)")
-    if tuple(cos.shape) != (N, d // 2) or tuple(sin.shape) != (N, d // 2):
-        raise ValueError(f"cos/sin must be (N, d/2) = {(N, d // 2)}, got {tuple(cos.shape)} / {tuple(sin.shape)}")
-    if tuple(k_sum.shape) != (B, H, d):
-        raise ValueError(f"k_sum must be (B, H, d) = {(B, H, d)}, got {tuple(k_sum.shape)}")
-    if q_weight is not None and q_weight.numel() != H * d:
-        raise ValueError(f"q_weight must have H * d = {H * d} entries, got {tuple(q_weight.shape)}")
-    if q_rstd is not None and tuple(q_rstd.shape) != (B, N):
-        raise ValueError(f"q_rstd must be (B, N) = {(B, N)}, got {tuple(q_rstd.shape)}")
-    if q_rstd is not None and q_norm_eps is not None:
-        raise ValueError("give q_rstd or q_norm_eps, not both")
     q = _last_dim_contiguous(q)
     device = q.device
-    cos = cos.to(torch.float32).contiguous()
-    sin = sin.to(torch.float32).contiguous()
     k_sum = k_sum.to(torch.float32).contiguous()
     qw = k_sum if q_weight is None else q_weight.contiguous()              # placeholders: their flag is off
     qr = k_sum if q_rstd is None else _last_dim_contiguous(q_rstd.to(torch.float32))
@@ -197,15 +175,9 @@ def linear_attn_ratio_triton(q: torch.Tensor, k_sum: torch.Tensor, cos: torch.Te
 def fold_out_projection_triton(weight: torch.Tensor, vk: torch.Tensor, gate: torch.Tensor | None = None,
                                out_dtype: torch.dtype | None = None) -> torch.Tensor:
     """M (B, D_out, H*d) contiguous in out_dtype (default weight.dtype); same contract as the reference."""
-    if weight.dim() != 2 or vk.dim() != 4 or vk.shape[-1] != vk.shape[-2]:
-        raise ValueError(f"weight must be (D_out, H*d) and vk (B, H, d, d), got {tuple(weight.shape)} and "
-                         f"{tuple(vk.shape)}")
+    _check_fold_args(weight, vk, gate)
     B, H, d, _ = vk.shape
     D_out = weight.shape[0]
-    if weight.shape[1] != H * d:
-        raise ValueError(f"weight has {weight.shape[1]} input channels, vk {tuple(vk.shape)} needs H * d = {H * d}")
-    if gate is not None and tuple(gate.shape) != (B, D_out):
-        raise ValueError(f"gate must be (B, D_out) = {(B, D_out)}, got {tuple(gate.shape)}")
     weight = _last_dim_contiguous(weight)
     vk = vk.to(torch.float32).contiguous()
     g = vk if gate is None else _last_dim_contiguous(gate)
