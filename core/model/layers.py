@@ -154,11 +154,7 @@ class LinearSelfAttention(nn.Module):
         q = q.view(b, n, self.heads, self.head_dim)                           # (B, N, H, d)
         k = k.view(b, n, self.heads, self.head_dim)
         v = qkv[..., 2 * d:].reshape(b, n, self.heads, self.head_dim)
-        own_vk, own_k_sum = linear_attn_state(k, v, cos, sin, k_weight, k_rstd)
-        vk, k_sum = own_vk, own_k_sum
-        if prev_vk is not None:
-            vk = own_vk + prev_vk                                             # official: vk += cum_vk
-            k_sum = own_k_sum + prev_k_sum
+        own_vk, own_k_sum, vk, k_sum = self._state(k, v, cos, sin, k_weight, k_rstd, prev_vk, prev_k_sum)
         # (B, N, H, d) in x.dtype, or FP8 when the out projection takes FP8 input (core/kernels/fp8_out.py)
         out = linear_attn_apply(q, vk, k_sum, cos, sin, self.attn_eps, fp8_input_scale(self.out), q_weight, q_rstd)
         return out.reshape(b, n, d), own_vk, own_k_sum
@@ -182,15 +178,21 @@ class LinearSelfAttention(nn.Module):
         q = qkv[..., :d].view(b, n, self.heads, self.head_dim)                # (B, N, H, d)
         k = qkv[..., d:2 * d].view(b, n, self.heads, self.head_dim)
         v = qkv[..., 2 * d:].view(b, n, self.heads, self.head_dim)
-        own_vk, own_k_sum = linear_attn_state(k, v, cos, sin, self.norm_k.weight, k_rstd)
-        vk, k_sum = own_vk, own_k_sum
-        if prev_vk is not None:
-            vk = own_vk + prev_vk
-            k_sum = own_k_sum + prev_k_sum
+        own_vk, own_k_sum, vk, k_sum = self._state(k, v, cos, sin, self.norm_k.weight, k_rstd, prev_vk, prev_k_sum)
         r = linear_attn_ratio(q, k_sum, cos, sin, self.attn_eps, q_weight=self.norm_q.weight,
                               q_norm_eps=self.norm_q.eps)                     # (B, N, H, d)
         m = fold_out_projection(self.out.weight, vk, gate[:, 0], out_dtype=r.dtype)   # (B, D, D)
         return r.reshape(b, n, d), m, own_vk, own_k_sum
+
+    @staticmethod
+    def _state(k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, k_weight: torch.Tensor | None,
+               k_rstd: torch.Tensor | None, prev_vk: torch.Tensor | None, prev_k_sum: torch.Tensor | None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """This chunk's own (vk, k_sum) and the totals with the previous blocks' state (official: vk += cum_vk)."""
+        own_vk, own_k_sum = linear_attn_state(k, v, cos, sin, k_weight, k_rstd)
+        if prev_vk is None:
+            return own_vk, own_k_sum, own_vk, own_k_sum
+        return own_vk, own_k_sum, own_vk + prev_vk, own_k_sum + prev_k_sum
 
 
 class CrossAttention(nn.Module):
@@ -368,14 +370,12 @@ class SanaVideoBlock(nn.Module):
             cross_out = owed[:, None, :].expand_as(x)                                    # stride-0 rows
         else:
             attn_out, own_vk, own_k_sum = self.attn.attend(h, cos, sin, prev_vk, prev_k_sum)
-            if fused and fp8_input_scale(self.cross.q) is not None:
-                # FP8 layers: one pass writes x + gate * out(attn) and its E4M3 copy for cross-attention's q GEMM
+            if fused:
+                # one pass for x + gate * out(attn) (per-frame gates, FP8 layers), which also writes the E4M3 copy
+                # that an FP8 cross-attention q GEMM reads
                 x, xq = gated_residual(x, self.attn.out(attn_out), gate_msa,
                                        out_scale=fp8_input_scale(self.cross.q), inplace=inplace and x.is_contiguous())
-                cross_out = self.cross(xq, text_k, text_v, text_bias)
-            elif fused:   # e.g. per-frame gates: the residual update in one pass
-                x, _ = gated_residual(x, self.attn.out(attn_out), gate_msa, inplace=inplace and x.is_contiguous())
-                cross_out = self.cross(x, text_k, text_v, text_bias)
+                cross_out = self.cross(x if xq is None else xq, text_k, text_v, text_bias)
             else:
                 x = x + gated(self.attn.out(attn_out), gate_msa, frames)
                 cross_out = self.cross(x, text_k, text_v, text_bias)
