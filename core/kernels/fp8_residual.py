@@ -48,6 +48,12 @@ def _check_residual(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor | None) ->
                          + ("" if b is None else f", {tuple(b.shape)}"))
 
 
+def _check_taps(u: torch.Tensor, prev: torch.Tensor | None) -> None:
+    if u.dim() != 4 or (prev is not None and tuple(prev.shape) != (u.shape[0], u.shape[2], u.shape[3])):
+        raise ValueError(f"u must be (B, T, S, D) and prev (B, S, D), got {tuple(u.shape)} and "
+                         f"{None if prev is None else tuple(prev.shape)}")
+
+
 def gated_residual_reference(x: torch.Tensor, a: torch.Tensor, gate: torch.Tensor, b: torch.Tensor | None = None,
                              out_scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(x_new (B, N, D) in x.dtype, xq (B, N, D) E4M3 or None); a new tensor, x is not changed."""
@@ -61,9 +67,7 @@ def gated_residual_reference(x: torch.Tensor, a: torch.Tensor, gate: torch.Tenso
 
 
 def stack_taps_e4m3_reference(u: torch.Tensor, prev: torch.Tensor | None, out_scale: torch.Tensor) -> torch.Tensor:
-    if u.dim() != 4 or (prev is not None and tuple(prev.shape) != (u.shape[0], u.shape[2], u.shape[3])):
-        raise ValueError(f"u must be (B, T, S, D) and prev (B, S, D), got {tuple(u.shape)} and "
-                         f"{None if prev is None else tuple(prev.shape)}")
+    _check_taps(u, prev)
     return cast_e4m3(stack_temporal_taps(u, prev), out_scale)
 
 
@@ -91,7 +95,5 @@ def stack_taps_e4m3(u: torch.Tensor, prev: torch.Tensor | None, out_scale: torch
     impl = load_impl(_IMPL) if wants_triton(*tensors) and u.dtype != torch.float64 else None
     if impl is None:
         return stack_taps_e4m3_reference(u, prev, out_scale)
-    if u.dim() != 4 or (prev is not None and tuple(prev.shape) != (u.shape[0], u.shape[2], u.shape[3])):
-        raise ValueError(f"u must be (B, T, S, D) and prev (B, S, D), got {tuple(u.shape)} and "
-                         f"{None if prev is None else tuple(prev.shape)}")
+    _check_taps(u, prev)
     return impl.stack_taps_e4m3_triton(u, prev, out_scale)

@@ -126,16 +126,11 @@ def layernorm_modulate_triton(x: torch.Tensor, shift: torch.Tensor, scale: torch
     if x.dim() != 3:
         raise ValueError(f"x must be (B, N, D), got {tuple(x.shape)}")
     B, N, D = x.shape
-    shift_g = modulation_groups(shift, B, N, D)
-    scale_g = modulation_groups(scale, B, N, D)
+    shift_g = _groups_last_contiguous(shift, B, N, D)
+    scale_g = _groups_last_contiguous(scale, B, N, D)
     if shift_g.shape[1] != scale_g.shape[1]:
         raise ValueError("shift and scale must have the same modulation groups")
-    if x.stride(-1) != 1:
-        x = x.contiguous()
-    if shift_g.stride(-1) != 1:
-        shift_g = shift_g.contiguous()
-    if scale_g.stride(-1) != 1:
-        scale_g = scale_g.contiguous()
+    x = x if x.stride(-1) == 1 else x.contiguous()
     if out is None:
         out = empty((B, N, D), _h_dtype(x, out_scale), x.device)
     elif out.dtype != _h_dtype(x, out_scale):
