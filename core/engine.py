@@ -134,7 +134,7 @@ class Engine:
     def load(cls, model: str = "demo", *, device: str = "auto", precision: str = "auto",
              model_transform: Callable[[Any, torch.device, dict], tuple[Any, str | None]] | None = None,
              download: bool = False, progress: Callable[[Event], None] | None = None,
-             compile: bool | None = None, resolution: tuple[int, int] | None = None,
+             compile: bool = False, resolution: tuple[int, int] | None = None,
              vram_mode: str = "auto") -> Engine:
         """Load a registry model id, a local model folder, or 'demo'.
 

@@ -58,28 +58,25 @@ def rms_norm_triton(x: torch.Tensor, weight: torch.Tensor | None, eps: float) ->
     return out.view(x.shape)
 
 
+def _rstd_segments(x2: torch.Tensor, D: int, segments: int, eps: float) -> torch.Tensor:
+    """(segments, M) fp32: 1 / rms of each D-wide segment of the M rows of x2 (row stride any, last dim contiguous)."""
+    M = x2.shape[0]
+    rstd = empty((segments, M), torch.float32, x2.device)
+    if M and D:
+        block_d = triton.next_power_of_2(D)
+        _rstd_kernel.on(x2.device)[(M, segments)](
+            x2, rstd, M, D, float(eps), x2.stride(0), BLOCK_D=block_d, num_warps=8 if block_d >= 2048 else 4,
+        )
+    return rstd
+
+
 def qk_rms_reciprocals_triton(qkv: torch.Tensor, D: int, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     if qkv.shape[-1] < 2 * D:
         raise ValueError(f"qkv (..., >= 2D) expected for D = {D}, got {tuple(qkv.shape)}")
-    x2 = _rows(qkv)
-    M = x2.shape[0]
-    rstd = empty((2, M), torch.float32, x2.device)
-    if M and D:
-        block_d = triton.next_power_of_2(D)
-        _rstd_kernel.on(x2.device)[(M, 2)](
-            x2, rstd, M, D, float(eps), x2.stride(0), BLOCK_D=block_d, num_warps=8 if block_d >= 2048 else 4,
-        )
+    rstd = _rstd_segments(_rows(qkv), D, 2, eps)
     return rstd[0].view(qkv.shape[:-1]), rstd[1].view(qkv.shape[:-1])
 
 
 def rms_reciprocal_triton(x: torch.Tensor, eps: float) -> torch.Tensor:
     """1 / rms over the last dim of x (rows may be strided, e.g. k inside the fused qkv): (...,) fp32."""
-    x2 = _rows(x)
-    M, D = x2.shape
-    rstd = empty((M,), torch.float32, x2.device)
-    if M and D:
-        block_d = triton.next_power_of_2(D)
-        _rstd_kernel.on(x2.device)[(M, 1)](
-            x2, rstd, M, D, float(eps), x2.stride(0), BLOCK_D=block_d, num_warps=8 if block_d >= 2048 else 4,
-        )
-    return rstd.view(x.shape[:-1])
+    return _rstd_segments(_rows(x), x.shape[-1], 1, eps)[0].view(x.shape[:-1])
