@@ -17,11 +17,10 @@ from dataclasses import dataclass
 
 import torch
 
-from core.kernels.fp8_out import cast_e4m3
+from core.kernels.fp8_out import E4M3_MAX, cast_e4m3
 
 NVFP4_BLOCK = 16
 E2M1_MAX = 6.0
-E4M3_MAX = 448.0
 # ModelOpt clamps block scales to [2^-9, 448] before the E4M3 cast (2^-9 is the smallest E4M3 subnormal).
 E4M3_MIN_SCALE = 2.0 ** -9
 

@@ -83,10 +83,10 @@ def scaled_mm_fp8_prequantized(xq: torch.Tensor, weight: torch.Tensor, weight_sc
                                input_scale: torch.Tensor, bias: torch.Tensor | None,
                                out_dtype: torch.dtype = torch.bfloat16, fast_accum: bool = True) -> torch.Tensor:
     """The same GEMM for an activation already in E4M3 (xq = x / input_scale, written by its producer kernel)."""
-    xs = input_scale.float()
     # cuBLASLt adds a bias of the output dtype in its epilogue (not with fp32 output): saves a pass over (M, N)
     fused_bias = bias is not None and out_dtype in (torch.bfloat16, torch.float16)
-    y = torch._scaled_mm(xq, weight.t(), scale_a=xs.reshape(()).float(), scale_b=weight_scale.reshape(()).float(),
+    y = torch._scaled_mm(xq, weight.t(), scale_a=input_scale.reshape(()).float(),
+                         scale_b=weight_scale.reshape(()).float(),
                          bias=bias.to(out_dtype) if fused_bias else None, out_dtype=out_dtype,
                          use_fast_accum=fast_accum)                                # (M, N)
     return _finish(y, None if fused_bias else bias, out_dtype)
