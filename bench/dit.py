@@ -378,51 +378,44 @@ def kernel_sweep(device: torch.device, dtype: torch.dtype, out_dir: Path, tiny: 
         shown = f"{row['ms']:.3f} ms err {row.get('rel_err', float('nan')):.2e}" if "ms" in row else row["error"]
         print(f"  {op:<22} {cfg} {shown}", flush=True)
 
+    def sweep(op: str, module, attr: str, settings: list[dict], fn, check) -> None:
+        """Time fn under the module's default launch settings and each override, then restore the default."""
+        default = dict(getattr(module, attr))
+        for cfg in [{}] + settings:
+            setattr(module, attr, {**default, **cfg})
+            record(op, getattr(module, attr), fn, check)
+        setattr(module, attr, default)
+
     from core.kernels import attn_fold as af
     from core.kernels import attn_fold_triton as aft
 
     wq = rand(D, scale=0.2) + 1
     ref_ratio = af.linear_attn_ratio_reference(q, ref_ks, cos, sin, 1e-8, q_weight=wq, q_norm_eps=1e-5)
-    ratio_default = dict(aft.RATIO_CFG)
-    for cfg in [{}] + [{"block_n": bn, "num_warps": nw} for bn, nw in [(16, 4), (64, 4), (64, 8), (32, 8),
-                                                                        (128, 8), (16, 2)]]:
-        aft.RATIO_CFG = {**ratio_default, **cfg}
-        record("linear_attn_ratio", aft.RATIO_CFG,
-               lambda: aft.linear_attn_ratio_triton(q, ref_ks, cos, sin, 1e-8, q_weight=wq, q_norm_eps=1e-5),
-               lambda got: rel_err(got, ref_ratio))
-    aft.RATIO_CFG = ratio_default
+    sweep("linear_attn_ratio", aft, "RATIO_CFG",
+          [{"block_n": bn, "num_warps": nw} for bn, nw in [(16, 4), (64, 4), (64, 8), (32, 8), (128, 8), (16, 2)]],
+          lambda: aft.linear_attn_ratio_triton(q, ref_ks, cos, sin, 1e-8, q_weight=wq, q_norm_eps=1e-5),
+          lambda got: rel_err(got, ref_ratio))
     q_rstd = torch.rsqrt(q.float().pow(2).mean(dim=(-1, -2)) + 1e-5)
     record("linear_attn_ratio given rstd", aft.RATIO_CFG,
            lambda: aft.linear_attn_ratio_triton(q, ref_ks, cos, sin, 1e-8, q_weight=wq, q_rstd=q_rstd),
            lambda got: rel_err(got, ref_ratio))
 
-    state_default, apply_default, dw_default = dict(lat.STATE_CFG), dict(lat.APPLY_CFG), dict(dwt.CFG)
-    for cfg in ([{}] + [{"block_n": bn, "num_warps": nw, "waves": wv, "num_stages": ns}
-                        for bn, nw, wv, ns in [(32, 4, 8, 3), (32, 4, 4, 4), (16, 4, 4, 3), (64, 4, 4, 3)]]):
-        lat.STATE_CFG = {**state_default, **cfg}
-        record("linear_attn_state", lat.STATE_CFG, lambda: lat.linear_attn_state_triton(k, v, cos, sin),
-               lambda got: rel_err(got[0], ref_vk))
-    lat.STATE_CFG = state_default
-    for cfg in ([{}] + [{"block_n": bn, "num_warps": nw, "waves": wv, "num_stages": ns}
-                        for bn, nw, wv, ns in [(128, 8, 8, 2), (64, 4, 8, 2), (64, 4, 8, 3), (64, 8, 8, 2),
-                                               (32, 4, 8, 3), (128, 8, 8, 1)]]):
-        lat.APPLY_CFG = {**apply_default, **cfg}
-        record("linear_attn_apply", lat.APPLY_CFG,
-               lambda: lat.linear_attn_apply_triton(q, ref_vk, ref_ks, cos, sin, 1e-8),
-               lambda got: rel_err(got, ref_out))
-    lat.APPLY_CFG = apply_default
+    sweep("linear_attn_state", lat, "STATE_CFG",
+          [{"block_n": bn, "num_warps": nw, "waves": wv, "num_stages": ns}
+           for bn, nw, wv, ns in [(32, 4, 8, 3), (32, 4, 4, 4), (16, 4, 4, 3), (64, 4, 4, 3)]],
+          lambda: lat.linear_attn_state_triton(k, v, cos, sin), lambda got: rel_err(got[0], ref_vk))
+    sweep("linear_attn_apply", lat, "APPLY_CFG",
+          [{"block_n": bn, "num_warps": nw, "waves": wv, "num_stages": ns}
+           for bn, nw, wv, ns in [(128, 8, 8, 2), (64, 4, 8, 2), (64, 4, 8, 3), (64, 8, 8, 2), (32, 4, 8, 3),
+                                  (128, 8, 8, 1)]],
+          lambda: lat.linear_attn_apply_triton(q, ref_vk, ref_ks, cos, sin, 1e-8), lambda got: rel_err(got, ref_out))
     for silu in (True, False):
         # (block_g, block_c, warps); registers from the offline SASS (sm_90, triton 3.6) in the comment
         settings = [{"block_g": 8, "block_c": 32, "num_warps": 4},      # 128 registers
                     {"block_g": 16, "block_c": 32, "num_warps": 4}]     # 249
-        if not silu:
-            settings = settings[:1]
-        for cfg in [{}] + settings:
-            dwt.CFG = {**dw_default, **cfg}
-            record(f"dwconv_glu silu={silu}", dwt.CFG,
-                   lambda silu=silu: dwt.dwconv3x3_glu_triton(h, conv_w, conv_b, silu),
-                   lambda got, silu=silu: rel_err(got, ref_dw[silu]))
-        dwt.CFG = dw_default
+        sweep(f"dwconv_glu silu={silu}", dwt, "CFG", settings if silu else settings[:1],
+              lambda silu=silu: dwt.dwconv3x3_glu_triton(h, conv_w, conv_b, silu),
+              lambda got, silu=silu: rel_err(got, ref_dw[silu]))
 
     from core.kernels import layernorm_modulate as lnm
     from core.kernels import layernorm_modulate_triton as lnt
@@ -430,14 +423,10 @@ def kernel_sweep(device: torch.device, dtype: torch.dtype, out_dir: Path, tiny: 
     xl, yl = rand(B, N, D, scale=3.0), rand(B, N, D)
     mod = rand(B, 6, D, scale=0.3)
     ref_ln = lnm.layernorm_modulate_reference(xl, mod[:, 0], mod[:, 1], 1e-6)
-    ln_default = dict(lnt.CFG)
-    for cfg in [{}] + [{"rows": r, "num_warps": w} for r, w in [(1, 8), (4, 8), (2, 4), (4, 16)]]:
-        lnt.CFG = {**ln_default, **cfg}
-        record("layernorm kernels", lnt.CFG,
-               lambda: (lnt.add_layernorm_modulate_triton(xl, yl, None, mod[:, 0], mod[:, 1], 1e-6),
-                        lnt.layernorm_modulate_triton(xl, mod[:, 0], mod[:, 1], 1e-6))[1],
-               lambda got: rel_err(got, ref_ln))
-    lnt.CFG = ln_default
+    sweep("layernorm kernels", lnt, "CFG", [{"rows": r, "num_warps": w} for r, w in [(1, 8), (4, 8), (2, 4), (4, 16)]],
+          lambda: (lnt.add_layernorm_modulate_triton(xl, yl, None, mod[:, 0], mod[:, 1], 1e-6),
+                   lnt.layernorm_modulate_triton(xl, mod[:, 0], mod[:, 1], 1e-6))[1],
+          lambda got: rel_err(got, ref_ln))
 
     def cudnn_dw(silu_input: bool):
         x = F_nn.silu(h) if silu_input else h
