@@ -26,6 +26,7 @@ import triton.language as tl
 
 from core.kernels._triton import Kernel, empty, sm_count
 from core.kernels.dwconv_glu import _check
+from core.kernels.fp8_out import kernel_scale
 
 # Launch settings (H100, one 480p block; docs/perf-notes.md); module-level so the bench can sweep them.
 # block_g: slots (4 output columns each) per program; block_c: channels per program; rows: output rows per program
@@ -271,7 +272,7 @@ def dwconv3x3_glu_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
         out = empty((BT, H, W, F), out_dtype, x.device)
     elif tuple(out.shape) != (BT, H, W, F) or out.dtype != out_dtype or not out.is_contiguous():
         raise ValueError("out must be a contiguous (B*T, H, W, F) tensor in x.dtype (FP8 with out_scale)")
-    scale = w if out_scale is None else out_scale.to(device=x.device, dtype=torch.float32).reshape(1)
+    scale = w if out_scale is None else kernel_scale(out_scale, x.device)
     if BT * H * W * F == 0:
         return out
     block_g, block_c, rows, slot_blocks, slots = launch_shape(BT, H, W, F, x.device)

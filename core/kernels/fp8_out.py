@@ -21,6 +21,11 @@ def cast_e4m3(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return (acc / scale.to(acc.dtype)).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)
 
 
+def kernel_scale(out_scale: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The scale as the Triton kernels read it: a 1-element fp32 tensor on the kernel's device."""
+    return out_scale.to(device=device, dtype=torch.float32).reshape(1)
+
+
 def fp8_input_scale(layer: nn.Module) -> torch.Tensor | None:
     """The static FP8 input scale a layer asks for, or None (plain layers, dynamic scales, hooked layers: calibration
     hooks must see the real-valued input)."""

@@ -11,6 +11,7 @@ import triton
 import triton.language as tl
 
 from core.kernels._triton import Kernel, empty
+from core.kernels.fp8_out import kernel_scale
 
 CFG = {"rows": 4, "block_d": 512, "num_warps": 4}
 
@@ -80,10 +81,6 @@ def _last_contiguous(t: torch.Tensor) -> torch.Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
-def _scale(out_scale: torch.Tensor, device: torch.device) -> torch.Tensor:
-    return out_scale.to(device=device, dtype=torch.float32).reshape(1)
-
-
 def gated_residual_triton(x: torch.Tensor, a: torch.Tensor, gate: torch.Tensor, b: torch.Tensor | None = None,
                           out_scale: torch.Tensor | None = None, inplace: bool = False
                           ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -99,7 +96,7 @@ def gated_residual_triton(x: torch.Tensor, a: torch.Tensor, gate: torch.Tensor, 
     rows, block_d = CFG["rows"], min(CFG["block_d"], triton.next_power_of_2(D))
     bb = a if b is None else b
     _gated_residual_kernel.on(x.device)[(triton.cdiv(B * N, rows), triton.cdiv(D, block_d))](
-        x, a, bb, gate, out, out if xq is None else xq, x if out_scale is None else _scale(out_scale, x.device),
+        x, a, bb, gate, out, out if xq is None else xq, x if out_scale is None else kernel_scale(out_scale, x.device),
         B * N, N, D, N // gate.shape[1],
         x.stride(0), x.stride(1), a.stride(0), a.stride(1), bb.stride(0), bb.stride(1),
         gate.stride(0), gate.stride(1), out.stride(0), out.stride(1),
@@ -118,7 +115,7 @@ def stack_taps_e4m3_triton(u: torch.Tensor, prev: torch.Tensor | None, out_scale
     rows, block_d = CFG["rows"], min(CFG["block_d"], triton.next_power_of_2(D))
     pp = u if prev is None else prev
     _stack_taps_kernel.on(u.device)[(triton.cdiv(B * T * S, rows), triton.cdiv(D, block_d))](
-        u, pp, out, _scale(out_scale, u.device),
+        u, pp, out, kernel_scale(out_scale, u.device),
         B * T * S, T, S, D,
         u.stride(0), u.stride(1), u.stride(2), pp.stride(0), pp.stride(1),
         HAS_PREV=prev is not None, ROWS=rows, BLOCK_D=block_d, num_warps=CFG["num_warps"],

@@ -11,6 +11,7 @@ import triton
 import triton.language as tl
 
 from core.kernels._triton import Kernel, empty
+from core.kernels.fp8_out import kernel_scale
 from core.kernels.layernorm_modulate import modulation_groups
 
 # Launch settings: rows per program (a (ROWS, BLOCK_D) tile: more bytes in flight per program) and warps.
@@ -82,10 +83,6 @@ def _groups_last_contiguous(m: torch.Tensor, B: int, N: int, D: int) -> torch.Te
     return g if g.stride(-1) == 1 else g.contiguous()
 
 
-def _fp8_scale(out_scale: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
-    return None if out_scale is None else out_scale.to(device=device, dtype=torch.float32).reshape(1)
-
-
 def _h_dtype(x: torch.Tensor, out_scale: torch.Tensor | None) -> torch.dtype:
     return x.dtype if out_scale is None else torch.float8_e4m3fn
 
@@ -109,7 +106,7 @@ def add_layernorm_modulate_triton(x: torch.Tensor, y: torch.Tensor, gate: torch.
         return x_new, out
     block_d = triton.next_power_of_2(D)
     rows = CFG["rows"]
-    fp8_scale = _fp8_scale(out_scale, x.device)
+    fp8_scale = None if out_scale is None else kernel_scale(out_scale, x.device)
     _add_ln_mod_kernel.on(x.device)[(triton.cdiv(B * N, rows),)](
         x, y, gate_g, shift_g, scale_g, x_new, out, x if fp8_scale is None else fp8_scale,
         B * N, N, D, N // shift_g.shape[1], N // gate_g.shape[1], float(eps),
@@ -139,7 +136,7 @@ def layernorm_modulate_triton(x: torch.Tensor, shift: torch.Tensor, scale: torch
         return out
     block_d = triton.next_power_of_2(D)
     rows = CFG["rows"]
-    fp8_scale = _fp8_scale(out_scale, x.device)
+    fp8_scale = None if out_scale is None else kernel_scale(out_scale, x.device)
     _ln_mod_kernel.on(x.device)[(triton.cdiv(B * N, rows),)](
         x, shift_g, scale_g, out, x if fp8_scale is None else fp8_scale,
         B * N, N, D, N // shift_g.shape[1], float(eps),

@@ -26,6 +26,7 @@ import triton
 import triton.language as tl
 
 from core.kernels._triton import Kernel, dot_mode, empty, sm_count
+from core.kernels.fp8_out import kernel_scale
 
 # Launch settings (tuned on an H100 at one 480p block's sizes; see docs/perf-notes.md). Module-level so that the
 # bench can sweep them. The fp32 mode (non-bf16 inputs, not the hot path) uses smaller tiles so its fp32 operand
@@ -299,7 +300,7 @@ def linear_attn_apply_triton(q: torch.Tensor, vk: torch.Tensor, k_sum: torch.Ten
         out = empty((B, N, H, d), out_dtype, device)
     elif tuple(out.shape) != (B, N, H, d) or out.stride(-1) != 1 or out.dtype != out_dtype:
         raise ValueError("out must be (B, N, H, d) in q.dtype (FP8 with out_scale) with a contiguous last dim")
-    scale = vk if out_scale is None else out_scale.to(device=device, dtype=torch.float32).reshape(1)
+    scale = vk if out_scale is None else kernel_scale(out_scale, device)
     qw, qr, qr_stride = _norm_on_load_args("q", q_weight, q_rstd, B, N, H, d, vk)
     if N == 0 or B * H == 0:
         return out
