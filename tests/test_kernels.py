@@ -427,44 +427,39 @@ def test_triton_can_be_switched_off(monkeypatch):
     assert not _triton.wants_triton(torch.zeros(1))
 
 
+def assert_fake_matches(call):
+    """A custom op's fake (shape) implementation gives the real call's output shapes and dtypes; returns the real
+    output."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    real = call()
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        fake = call()
+    fakes, reals = (list(t) if isinstance(t, tuple) else [t] for t in (fake, real))
+    assert [(f.shape, f.dtype) for f in fakes] == [(r.shape, r.dtype) for r in reals]
+    return real
+
+
 def test_custom_ops_have_consistent_fake_implementations(gen):
     """torch.compile sees the kernels as custom ops; their fake (shape) functions must match the real outputs."""
     B, N, H, d = 1, 6, 2, 8
     q, k, v = qkv_views(gen, B, N, H, d, torch.bfloat16, "cpu")
     cos, sin = rope_tables(gen, N, d, "cpu")
     rstd, w = torch.rand(B, N, generator=gen) + 0.5, randn(gen, H * d, dtype=torch.bfloat16)
-    vk, ks = la._state_op(k, v, cos, sin, w, rstd)
-    out = la._apply_op(q, vk, ks, cos, sin, 1e-8, None, w, rstd)
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
-    with FakeTensorMode(allow_non_fake_inputs=True):
-        fvk, fks = la._state_op(k, v, cos, sin, w, rstd)
-        fout = la._apply_op(q, vk, ks, cos, sin, 1e-8, None, w, rstd)
-    assert (fvk.shape, fvk.dtype, fks.shape, fks.dtype) == (vk.shape, vk.dtype, ks.shape, ks.dtype)
-    assert (fout.shape, fout.dtype) == (out.shape, out.dtype)
+    vk, ks = assert_fake_matches(lambda: la._state_op(k, v, cos, sin, w, rstd))
+    assert_fake_matches(lambda: la._apply_op(q, vk, ks, cos, sin, 1e-8, None, w, rstd))
     xc = randn(gen, 2, 3, 4, 16, dtype=torch.bfloat16)
     wc = randn(gen, 16, 1, 3, 3, dtype=torch.bfloat16)
     scale = torch.tensor(0.01)
     for out_scale in (None, scale):
-        real = dw._op(xc, wc, None, True, out_scale)
-        with FakeTensorMode(allow_non_fake_inputs=True):
-            fake = dw._op(xc, wc, None, True, out_scale)
-        assert (fake.shape, fake.dtype) == (real.shape, real.dtype)
-    real = la._apply_op(q, vk, ks, cos, sin, 1e-8, scale)
-    with FakeTensorMode(allow_non_fake_inputs=True):
-        fake = la._apply_op(q, vk, ks, cos, sin, 1e-8, scale)
-    assert (fake.shape, fake.dtype) == (real.shape, real.dtype) and real.dtype == torch.float8_e4m3fn
+        assert_fake_matches(lambda out_scale=out_scale: dw._op(xc, wc, None, True, out_scale))
+    real = assert_fake_matches(lambda: la._apply_op(q, vk, ks, cos, sin, 1e-8, scale))
+    assert real.dtype == torch.float8_e4m3fn
     x = randn(gen, 2, 6, 16, dtype=torch.bfloat16)
     shift = randn(gen, 2, 3, 16, dtype=torch.bfloat16)
-    real = lnm._add_op(x, x, None, shift, shift, 1e-6)
-    with FakeTensorMode(allow_non_fake_inputs=True):
-        fake = lnm._add_op(x, x, None, shift, shift, 1e-6)
-    assert [(f.shape, f.dtype) for f in fake] == [(r.shape, r.dtype) for r in real]
+    assert_fake_matches(lambda: lnm._add_op(x, x, None, shift, shift, 1e-6))
     qkv = randn(gen, 1, 4, 48, dtype=torch.bfloat16)
-    rq, rk = rn._qk_op(qkv, 16, 1e-5)
-    with FakeTensorMode(allow_non_fake_inputs=True):
-        fq, fk = rn._qk_op(qkv, 16, 1e-5)
-    assert [(f.shape, f.dtype) for f in (fq, fk)] == [(r.shape, r.dtype) for r in (rq, rk)]
+    assert_fake_matches(lambda: rn._qk_op(qkv, 16, 1e-5))
 
 
 @pytest.mark.skipif(INTERPRETER_OK, reason="the interpreter cases already ran in this process")
@@ -856,22 +851,15 @@ def test_fold_ops_reject_bad_arguments():
 
 def test_fold_custom_ops_have_consistent_fake_implementations(gen):
     """torch.compile sees both ops as custom ops; their fake (shape) functions must match the real outputs."""
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
     B, N, H, d = 1, 6, 2, 8
     q, _, _ = qkv_views(gen, B, N, H, d, torch.bfloat16, "cpu")
     cos, sin = rope_tables(gen, N, d, "cpu")
     k_sum, w = _total_k_sum(gen, B, N, H, d, "cpu"), randn(gen, H * d, dtype=torch.bfloat16)
     w_out, vk, gate = randn(gen, 5, H * d, dtype=torch.bfloat16), randn(gen, B, H, d, d), randn(gen, B, 5)
-    calls = [lambda: af._ratio_op(q, k_sum, cos, sin, 1e-8, w, None, 1e-6),
-             lambda: af._ratio_op(q, k_sum, cos, sin, 1e-8, None, torch.ones(B, N), None),
-             lambda: af._fold_op(w_out, vk, gate, None),
-             lambda: af._fold_op(w_out, vk, None, torch.float32)]
-    for call in calls:
-        real = call()
-        with FakeTensorMode(allow_non_fake_inputs=True):
-            fake = call()
-        assert (fake.shape, fake.dtype) == (real.shape, real.dtype)
+    assert_fake_matches(lambda: af._ratio_op(q, k_sum, cos, sin, 1e-8, w, None, 1e-6))
+    assert_fake_matches(lambda: af._ratio_op(q, k_sum, cos, sin, 1e-8, None, torch.ones(B, N), None))
+    assert_fake_matches(lambda: af._fold_op(w_out, vk, gate, None))
+    assert_fake_matches(lambda: af._fold_op(w_out, vk, None, torch.float32))
 
 
 @pytest.mark.gpu
