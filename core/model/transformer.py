@@ -182,13 +182,20 @@ class SanaVideoTransformer(nn.Module):
         x = modulate(layer_norm(x, FINAL_NORM_EPS), shift, scale, grid[0]).to(emb.dtype)
         return self._unpatchify(self.proj_out(x), grid)
 
+    def rope_tables(self, latents_shape: Sequence[int], frame_offset: int, device: torch.device | str
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (cos, sin) RoPE tables (N, d/2) fp32 that forward uses for latents of this shape at this offset."""
+        pt, ph, pw = self.cfg.patch_size
+        _, _, t, h, w = latents_shape
+        return self._rope.get(t // pt, h // ph, w // pw, frame_offset, device)
+
     def _run_blocks(self, latents, timestep, text: TextContext, state: StreamState | None, frame_offset: int,
-                    collect: bool):
+                    collect: bool, rope: tuple[torch.Tensor, torch.Tensor] | None = None):
         patches, grid = self._patchify(latents)
         x = self.patch_embed(patches)                                          # (B, N, D)
         b = x.shape[0]
         emb, t_mod = self._embed_timestep(timestep, b, grid[0])
-        cos, sin = self._rope.get(*grid, frame_offset, x.device)
+        cos, sin = self._rope.get(*grid, frame_offset, x.device) if rope is None else rope
         text = text.for_batch(b)
         if len(text.keys) != len(self.blocks):
             raise ValueError(f"text context has {len(text.keys)} layers, model has {len(self.blocks)}")
@@ -216,13 +223,15 @@ class SanaVideoTransformer(nn.Module):
 
     # ------------------------------------------------------------------ public passes
     def forward(self, latents: torch.Tensor, timestep, text: TextContext, state: StreamState | None = None,
-                frame_offset: int = 0) -> torch.Tensor:
+                frame_offset: int = 0, *, rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """Flow velocity (B, C_out, T, H, W) in latents.dtype.
 
         state None: bidirectional over the T frames. state given: chunk-causal streaming (previous blocks' linear
         attention sums + this chunk; temporal conv sees the previous block's last frame); the state is only read.
-        frame_offset: absolute (patchified) latent frame index of latents[:, :, 0], used by RoPE."""
-        x, emb, grid, _ = self._run_blocks(latents, timestep, text, state, frame_offset, collect=False)
+        frame_offset: absolute (patchified) latent frame index of latents[:, :, 0], used by RoPE.
+        rope: the tables of `rope_tables(latents.shape, frame_offset, ...)` passed in (then frame_offset is not
+        read); CUDA-graph replay (core/model/graphed.py) keeps them in fixed buffers."""
+        x, emb, grid, _ = self._run_blocks(latents, timestep, text, state, frame_offset, collect=False, rope=rope)
         return self._final(x, emb, grid).to(latents.dtype)
 
     def cache_pass(self, clean_latents: torch.Tensor, text: TextContext, state: StreamState | None = None,
