@@ -30,7 +30,7 @@ def _load_engine(args):
         print(f"note: --quant-recipe is not used with --precision {args.precision}", file=sys.stderr)
     engine = Engine.load(model, device=args.device, precision=args.precision,
                          model_transform=engine_model_transform(args.precision, args.quant_recipe),
-                         download=args.download)
+                         download=args.download, cuda_graphs=not args.no_cuda_graphs)
     if engine.info["is_demo"]:
         print(f"[{engine.info['label']}]", file=sys.stderr)
     return engine
@@ -218,6 +218,8 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quant-recipe", default=None, help="layers to quantize with nvfp4 / fp8: default, all-blocks "
                    "(every block; fastest) or a JSON recipe file")
     p.add_argument("--download", action="store_true", help="download missing model files")
+    p.add_argument("--no-cuda-graphs", action="store_true",
+                   help="run every denoising forward eagerly (debugging; CUDA graphs are on by default on GPUs)")
     p.add_argument("-q", "--quiet", action="store_true")
 
 

@@ -32,6 +32,7 @@ from core.events import (
 )
 from core.export import check_mp4_target
 from core.model import BlockContribution
+from core.model.graphed import GraphedForward
 from core.registry import ResolvedModel, resolve_model
 from core.timeline import MAX_SEED, Timeline, is_valid_seed, video_frames_for_latent_frames
 
@@ -128,6 +129,10 @@ class Engine:
         # (bench/e2e.py); off by default because synchronising costs a little overlap.
         self.collect_timings = False
         self.vram_mode = "auto"   # "low": the text encoder leaves the GPU after every encode; "high": it stays
+        # LongSANA denoising forwards replayed from CUDA graphs (core/model/graphed.py); not in "low" VRAM mode (the
+        # graphs keep their buffers and activations allocated) nor with compiled blocks
+        self.cuda_graphs = device.type == "cuda"
+        self._graphed: GraphedForward | None = None
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -135,7 +140,7 @@ class Engine:
              model_transform: Callable[[Any, torch.device, dict], tuple[Any, str | None]] | None = None,
              download: bool = False, progress: Callable[[Event], None] | None = None,
              compile: bool = False, resolution: tuple[int, int] | None = None,
-             vram_mode: str = "auto") -> Engine:
+             vram_mode: str = "auto", cuda_graphs: bool = True) -> Engine:
         """Load a registry model id, a local model folder, or 'demo'.
 
         model_transform(transformer, device, context) -> (transformer, precision name or None) is where quant plugs
@@ -188,6 +193,7 @@ class Engine:
         log.info("loaded %s on %s (%s)", resolved.id, dev, used_precision)
         engine = cls(resolved, transformer, vae, text_encoder, dev, dtype, used_precision)
         engine.vram_mode = vram_mode
+        engine.cuda_graphs = engine.cuda_graphs and cuda_graphs and not compile
         return engine
 
     @classmethod
@@ -226,6 +232,16 @@ class Engine:
             while len(self._text_cache) > TEXT_CACHE_SIZE:
                 self._text_cache.pop(next(iter(self._text_cache)))
         return self._text_cache[key]
+
+    def _denoiser(self):
+        """The transformer call of the LongSANA denoising steps. This loop synchronises after every step (the step
+        preview goes to the CPU), so each eager forward starts on an idle GPU that waits for Python to enqueue
+        ~800 kernels; a replayed CUDA graph does not (bench/gaps.py)."""
+        if not (self.cuda_graphs and self.device.type == "cuda" and self.vram_mode != "low"):
+            return self.transformer
+        if self._graphed is None or self._graphed.model is not self.transformer:
+            self._graphed = GraphedForward(self.transformer)
+        return self._graphed
 
     def _maybe_offload_text_encoder(self) -> None:
         if self.device.type != "cuda" or self.vram_mode == "high":
@@ -302,6 +318,7 @@ class Engine:
             return
         resume = resume or ResumePoint()
         model, dev = self.transformer, self.device
+        denoise = self._denoiser()
         h, w = self._latent_hw()
         num_blocks = plans[-1].index + 1
         steps = longsana_schedule()
@@ -358,7 +375,7 @@ class Engine:
             for i, step in enumerate(steps):
                 cancel.raise_if_cancelled()
                 t = torch.full((1,), float(step.model_timestep), device=dev)
-                v = model(x.to(self.dtype), t, text, state=state, frame_offset=plan.start // pt).float()
+                v = denoise(x.to(self.dtype), t, text, state=state, frame_offset=plan.start // pt).float()
                 x0 = x - step.sigma * v
                 done_steps += 1
                 elapsed = time.perf_counter() - t_start

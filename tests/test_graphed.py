@@ -126,6 +126,22 @@ def test_engine_with_cuda_graphs_makes_the_same_video(tmp_path, monkeypatch):
     for a, b in zip(with_graphs, without):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
+    # off when asked, with compiled blocks, and in low-VRAM mode (the graphs keep their memory)
+    assert not Engine.load("demo", device="cuda", cuda_graphs=False).cuda_graphs
+    assert not Engine.load("demo", device="cuda", compile=True).cuda_graphs
+    engine.cuda_graphs, engine.vram_mode = True, "low"
+    assert engine._denoiser() is engine.transformer
+
+
+def test_engine_uses_graphs_only_on_gpus(tmp_path, monkeypatch):
+    from core.engine import Engine
+
+    monkeypatch.setenv("SANA_VIDEO_STUDIO_HOME", str(tmp_path))
+    engine = Engine.load("demo", device="cpu")
+    assert not engine.cuda_graphs and engine._denoiser() is engine.transformer
+    engine.cuda_graphs = True                      # asked for on the CPU: still the plain forward
+    assert engine._denoiser() is engine.transformer
+
 
 def test_buffers_reload_only_what_changed():
     """The buffer loading that replay relies on (runs on the CPU): text and state are copied when another object or
