@@ -6,7 +6,8 @@ Cases (released 480p config, bf16, eval, no_grad):
          stream state (the cache pass of an 11-frame first block) and frame_offset 11. diffusers has no streaming
          state, so it runs the same chunk bidirectionally (what the anchor timed); the output comparison for this case
          uses ours without state (the same function).
-Variants: ours eager, ours torch.compile (repeated blocks; --compile-scope model for the whole model), diffusers eager,
+Variants: ours eager, ours graphed (the eager forward replayed from a CUDA graph, as the engine runs its denoising
+steps; CUDA only), ours torch.compile (repeated blocks; --compile-scope model for the whole model), diffusers eager,
 diffusers torch.compile (--compile-diffusers, ~75 s), ours with Triton off (--ab-triton).
 Reported: median ms (CUDA events, after warm-up), TFLOP/s (FLOPs counted on diffusers by torch.utils.flop_counter),
 speed-up vs diffusers eager, peak memory, output relative error vs diffusers, compile seconds; environment facts.
@@ -51,6 +52,7 @@ from bench.common import (  # noqa: E402
 from core.config import PRESETS, TransformerConfig, tiny_config  # noqa: E402
 from core.kernels import _triton as kernel_switch  # noqa: E402
 from core.model import SanaVideoTransformer, StreamState  # noqa: E402
+from core.model.graphed import GraphedForward  # noqa: E402
 
 # diffusers 0.42.1, torch 2.11 cu130, one H100 80GB (shared/anchors/diffusers-h100-2026-11-27.json)
 ANCHOR_H100_MS = {"full": {"diffusers_eager": 1045.0}, "block": {"diffusers_eager": 228.2, "diffusers_compiled": 130.3}}
@@ -87,6 +89,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--compile-backend", default=None,
                    help="torch.compile backend (default inductor; 'eager' in --tiny mode to dry-run the plumbing)")
     p.add_argument("--no-diffusers", action="store_true", help="ours only (no FLOP count, no comparison)")
+    p.add_argument("--no-graphed", action="store_true",
+                   help="skip ours_graphed (the engine's CUDA-graph replay of the eager forward)")
     p.add_argument("--ab-triton", action="store_true", help="also time ours eager with the Triton kernels off")
     p.add_argument("--cuda-graph", action="store_true",
                    help="also time ours eager captured into one CUDA graph (replayed on the same inputs)")
@@ -583,6 +587,16 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
             continue
         entry["variants"]["ours_eager"] = measure("ours_eager", ours_call(ours, inp), device, warmup, reps)
+        if device.type == "cuda" and not args.no_graphed:
+            # what the engine runs for its denoising steps: the eager forward replayed from a CUDA graph with its
+            # inputs in fixed buffers (core/model/graphed.py)
+            engine_forward = GraphedForward(ours)
+            result = measure("ours_graphed", ours_call(engine_forward, inp), device, warmup, reps)
+            result["rel_err_vs_ours_eager"] = rel_err(output_of(ours_call(engine_forward, inp)),
+                                                      output_of(ours_call(ours, inp)))
+            result["captures"] = engine_forward.captures
+            entry["variants"]["ours_graphed"] = result
+            del engine_forward
         if args.cuda_graph and device.type == "cuda":
             try:
                 replay = graphed(ours_call(ours, inp), device)
@@ -699,7 +713,8 @@ def summarize(report: dict[str, Any]) -> None:
             err = entry.get("rel_err_ours_vs_diffusers") if variant == "ours_eager" else res.get("rel_err_vs_ours_eager")
             rows.append([name, variant, ms, res.get("min_ms"), res.get("tflops"), res.get("speedup_vs_diffusers_eager"),
                          res.get("peak_gib"), err, res.get("compile_s"), res.get("error", "")[:60] or None])
-        ours_ms = [variants[v]["ms"] for v in ("ours_eager", "ours_compiled") if "ms" in variants.get(v, {})]
+        ours_ms = [variants[v]["ms"] for v in ("ours_eager", "ours_graphed", "ours_compiled")
+                   if "ms" in variants.get(v, {})]
         if ours_ms:
             best = min(ours_ms)
             entry["ours_best_ms"] = best
