@@ -5,7 +5,7 @@ Reports seconds per block split into text / DiT / VAE, video frames per second e
 and 60 s videos (it must stay flat: the linear-attention state has a constant size). In the same run it times diffusers'
 AutoencoderKLWan.decode of 10 latent frames with the same random VAE weights, for the ratio.
 
-H100:  python bench/e2e.py [--precision fp8 [--quant-recipe all-blocks]] [--compile] [--seconds 5,30,60]
+H100:  python bench/e2e.py [--precision fp8 [--quant-recipe all-blocks]] [--compile] [--seconds 5,30,60] [--ab-graphs]
        (writes e2e.json, e2e.md to $OUT)
 Dry run on the CPU:  python bench/e2e.py --tiny --device cpu --seconds 2.5,5
 """
@@ -185,6 +185,8 @@ def main() -> int:
     p.add_argument("--quant-recipe", default=None, help="default, all-blocks or a JSON recipe (with --precision fp8)")
     p.add_argument("--fp32-vae", action="store_true", help="the exact fp32 VAE decode instead of the bf16 fast path")
     p.add_argument("--seconds", default="5,30,60")
+    p.add_argument("--ab-graphs", action="store_true",
+                   help="each length twice: denoising steps from CUDA graphs (the engine default) and eager")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None)
     args = p.parse_args()
@@ -199,10 +201,14 @@ def main() -> int:
     print(f"warm-up 5 s video: {warm['wall_s']:.1f} s", flush=True)
     text_s = time_text(engine, device)
     rows = []
+    graph_modes = [True, False] if args.ab_graphs else [engine.cuda_graphs]
     for seconds in [float(s) for s in args.seconds.split(",")]:
-        r = run_video(engine, seconds, args.seed, device)
-        rows.append(r)
-        print(json.dumps(r), flush=True)
+        for graphs in graph_modes:
+            engine.cuda_graphs = graphs
+            r = run_video(engine, seconds, args.seed, device)
+            r["cuda_graphs"] = bool(graphs and device.type == "cuda")
+            rows.append(r)
+            print(json.dumps(r), flush=True)
     hw = (engine.resolved.height // 8, engine.resolved.width // 8)
     ref_ms = diffusers_vae_decode_ms(vae_cfg, vae_sd, device, 10, hw)
     env = environment(device)
@@ -213,13 +219,14 @@ def main() -> int:
     lines = [f"# End to end, full-size random weights, 480p: {env.get('gpu_name', env.get('gpu', device))}, torch {torch.__version__}, "
              f"{env.get('date_utc', '')}", "",
              f"Text encode (Gemma-2 2B, one prompt): {text_s * 1000:.0f} ms. DiT {engine.precision}, "
-             f"{'compiled per block' if compiled else 'eager'}"
+             f"{'compiled per block' if compiled else 'not compiled'}"
              + (f", quantized at start-up in {engine.bench_quant_s:.1f} s (recipe {args.quant_recipe or 'default'})"
                 if engine.bench_quant_s is not None else "") + ".",
-             "", "| video | blocks | frames | wall s | video frames/s | DiT s/block | VAE s/block | peak VRAM GiB |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "", "| video | DiT steps | blocks | frames | wall s | video frames/s | DiT s/block | VAE s/block | "
+             "peak VRAM GiB |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
-        lines.append(f"| {r['seconds']:.0f} s | {r['blocks']} | {r['frames']} | {r['wall_s']:.1f} | {r['fps']:.1f} | "
+        steps = "CUDA graph" if r["cuda_graphs"] else "eager"
+        lines.append(f"| {r['seconds']:.0f} s | {steps} | {r['blocks']} | {r['frames']} | {r['wall_s']:.1f} | {r['fps']:.1f} | "
                      f"{r['dit_s_per_block']:.3f} | {r['vae_s_per_block']:.3f} | {r['peak_gib']:.2f} |")
     if ref_ms is not None:
         ours = rows[-1]["vae_s_per_block"] * 1000 if rows else math.nan
