@@ -26,10 +26,10 @@ def _randn(gen: torch.Generator, *shape: int) -> torch.Tensor:
     return torch.randn(*shape, generator=gen)
 
 
-def _text(model: SanaVideoTransformer, seed: int, batch: int = 1, tokens: int = 6):
+def _text(model: SanaVideoTransformer, seed: int, batch: int = 1, tokens: int = 6, valid: int = 4):
     gen = torch.Generator().manual_seed(seed)
     mask = torch.ones(batch, tokens, dtype=torch.bool)
-    mask[:, tokens - 2:] = False                             # trailing padding, as real prompts have
+    mask[:, valid:] = False                                  # trailing padding, as real prompts have
     return model.encode_text(_randn(gen, batch, tokens, CFG.caption_channels), mask)
 
 
@@ -95,12 +95,60 @@ def test_graph_replay_equals_eager_and_reloads_changed_inputs():
         torch.testing.assert_close(got, model(x3, tt, text_a, state_a, 7), rtol=0, atol=0)
         assert graphed.captures == 3 and len(graphed._entries) == 2
 
+        # another prompt length (same padded size) is another graph: how many text tokens cross-attention reads is
+        # fixed in a graph; it shares the state buffers with the entries of the same state signature
+        text_c = _text(model, 5, valid=5)
+        got = graphed(x3, tt, text_c, state_a, 7)
+        torch.testing.assert_close(got, model(x3, tt, text_c, state_a, 7), rtol=0, atol=0)
+        assert graphed.captures == 4
+        entries = list(graphed._entries.values())
+        assert entries[0].state_buffers is entries[1].state_buffers
+
         # bad input: the model's clear error, and no half-made entry left behind
         with pytest.raises(ValueError, match="RoPE positions"):
             graphed(x, tt, text_a, state_a, CFG.rope_max_seq_len)
         with pytest.raises(ValueError, match="do not fit"):
             graphed(_latents(13, device="cuda", dtype=torch.bfloat16)[..., :7], tt, text_a, state_a, 0)
         assert len(graphed._entries) == 2
+
+
+@pytest.mark.gpu
+def test_failed_capture_runs_eagerly_and_restores_the_stream():
+    """An op that cannot be captured (a host sync here) leaves that signature eager, with the same results, and the
+    calling thread on its own stream."""
+    model = _model("cuda", torch.bfloat16)
+    graphed = GraphedForward(model)
+    with torch.no_grad():
+        text = _text(model, 1)
+        state = _state(model, text, 3)
+
+    def host_sync(module, args):
+        args[0].sum().item()                   # not allowed while a stream is being captured
+
+    handle = model.blocks[0].register_forward_pre_hook(host_sync)
+    stream = torch.cuda.current_stream()
+    try:
+        with torch.no_grad():
+            for seed in (1, 2):
+                x = _latents(seed, device="cuda", dtype=torch.bfloat16)
+                tt = torch.tensor([400.0], device="cuda")
+                torch.testing.assert_close(graphed(x, tt, text, state, 3), model(x, tt, text, state, 3),
+                                           rtol=0, atol=0)
+                assert torch.cuda.current_stream() == stream
+    finally:
+        handle.remove()
+    assert graphed.captures == 0 and [e.eager for e in graphed._entries.values()] == [True]
+
+
+@pytest.mark.gpu
+def test_inference_mode_runs_the_plain_forward():
+    model = _model("cuda", torch.bfloat16)
+    graphed = GraphedForward(model)
+    with torch.inference_mode():
+        text = _text(model, 1)
+        x, tt = _latents(1, device="cuda", dtype=torch.bfloat16), torch.tensor([400.0], device="cuda")
+        torch.testing.assert_close(graphed(x, tt, text, None, 0), model(x, tt, text, None, 0), rtol=0, atol=0)
+    assert graphed.captures == 0 and not graphed._entries
 
 
 @pytest.mark.gpu
@@ -146,7 +194,7 @@ def test_engine_uses_graphs_only_on_gpus(tmp_path, monkeypatch):
 def test_buffers_reload_only_what_changed():
     """The buffer loading that replay relies on (runs on the CPU): text and state are copied when another object or
     an in-place change comes, and left alone otherwise (no 150 MB state copy per step)."""
-    from core.model.graphed import _Entry
+    from core.model.graphed import _Buffers, _Entry, _state_tensors
 
     model = _model("cpu", torch.float32)
     with torch.no_grad():
@@ -154,10 +202,11 @@ def test_buffers_reload_only_what_changed():
         state_a, state_b = _state(model, text_a, 3), _state(model, text_b, 4)
         x, t = _latents(5), torch.tensor([500.0])
         cos, sin = model.rope_tables(x.shape, 3, "cpu")
-        entry = _Entry.like(x, t, cos, sin, text_a, state_a)
+        entry = _Entry(x, t, cos, sin, text_a, _Buffers(_state_tensors(state_a)))
         entry.load(x, t, cos, sin, (tuple(x.shape), 3), text_a, state_a)
         assert torch.equal(entry.state.vk, state_a.vk) and torch.equal(entry.text.keys[0], text_a.keys[0])
-        assert torch.equal(entry.latents, x) and torch.equal(entry.cos, cos)
+        assert torch.equal(entry.inputs.tensors[0], x) and torch.equal(entry.rope.tensors[0], cos)
+        assert torch.equal(entry.rope.tensors[1], sin)
 
         entry.state.vk.zero_()                    # a reload would undo this: the same inputs must not reload
         entry.text.keys[0].zero_()
@@ -174,4 +223,11 @@ def test_buffers_reload_only_what_changed():
 
         cos5, sin5 = model.rope_tables(x.shape, 5, "cpu")                  # another offset: new tables
         entry.load(x, t, cos5, sin5, (tuple(x.shape), 5), text_b, state_b)
-        assert torch.equal(entry.cos, cos5) and torch.equal(entry.sin, sin5) and not torch.equal(cos5, cos)
+        assert torch.equal(entry.rope.tensors[0], cos5) and torch.equal(entry.rope.tensors[1], sin5)
+        assert not torch.equal(cos5, cos)
+
+        entry.state.vk.zero_()                    # a new object with the same values and id-free identity: reloaded
+        state_c = StreamState(state_b.vk.clone(), state_b.k_sum.clone(), state_b.tconv_frame)
+        del state_b
+        entry.load(x, t, cos5, sin5, (tuple(x.shape), 5), text_b, state_c)
+        assert torch.equal(entry.state.vk, state_c.vk)

@@ -237,6 +237,14 @@ def test_prepare_tiny_sana_on_gpu_picks_the_native_format(tmp_path):
         got = model(x, t.cuda(), text).float()
     assert _rel(got, want) < (0.2 if expected == "nvfp4" else 0.06)
 
+    # the engine replays quantized denoising forwards from CUDA graphs: they capture, and replay bit for bit
+    from core.model.graphed import GraphedForward
+    graphed = GraphedForward(model)
+    with torch.no_grad():
+        for _ in range(2):                     # warm-up and capture, then a replay
+            torch.testing.assert_close(graphed(x, t.cuda(), text), model(x, t.cuda(), text), rtol=0, atol=0)
+    assert graphed.captures == 1 and graphed.replays == 1
+
 
 def test_activation_quantizers_fall_back_to_eager_when_compile_fails(monkeypatch, caplog):
     from quant import act_quant

@@ -17,8 +17,8 @@ graphs share one memory pool: they never run concurrently and each replay's outp
 from __future__ import annotations
 
 import logging
+import weakref
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -29,20 +29,33 @@ from core.model.transformer import SanaVideoTransformer, TextContext
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, eq=False)
 class _Source:
-    """What a buffer was last loaded from: the object (kept alive, so that no other object can take its id) and its
-    tensors' version counters (bumped by in-place changes)."""
+    """What buffers were last loaded from: a weak reference to the object (a dead one matches nothing, and no other
+    object can pass for it) and its tensors' version counters (bumped by in-place changes made through PyTorch)."""
 
-    obj: Any
-    versions: tuple[int, ...]
-
-    @classmethod
-    def of(cls, obj: Any, tensors: list[torch.Tensor]) -> _Source:
-        return cls(obj, tuple(t._version for t in tensors))
+    def __init__(self, obj: Any, tensors: list[torch.Tensor]) -> None:
+        self.ref = weakref.ref(obj)
+        self.versions = tuple(t._version for t in tensors)
 
     def same(self, other: _Source | None) -> bool:
-        return other is not None and self.obj is other.obj and self.versions == other.versions
+        return other is not None and self.ref() is not None and self.ref() is other.ref() \
+            and self.versions == other.versions
+
+
+class _Buffers:
+    """Fixed tensors that a graph reads, like some input's tensors, and what they were last loaded from."""
+
+    def __init__(self, tensors: list[torch.Tensor]) -> None:
+        self.tensors = [torch.empty(t.shape, dtype=t.dtype, device=t.device) for t in tensors]
+        self.source: _Source | None = None
+
+    def load(self, obj: Any, tensors: list[torch.Tensor]) -> None:
+        """Copies `obj`'s tensors in unless they are what was loaded last, unchanged."""
+        source = _Source(obj, tensors)
+        if not source.same(self.source):
+            for dst, src in zip(self.tensors, tensors):
+                dst.copy_(src)
+        self.source = source
 
 
 def _text_tensors(text: TextContext) -> list[torch.Tensor]:
@@ -53,139 +66,153 @@ def _state_tensors(state: StreamState) -> list[torch.Tensor]:
     return [state.vk, state.k_sum] + ([] if state.tconv_frame is None else [state.tconv_frame])
 
 
-def _spec(t: torch.Tensor) -> tuple:
-    return tuple(t.shape), t.dtype
+def _spec(tensors: list[torch.Tensor]) -> tuple:
+    return tuple((tuple(t.shape), t.dtype) for t in tensors)
 
 
-def _signature(latents: torch.Tensor, timestep: torch.Tensor, text: TextContext, state: StreamState | None) -> tuple:
-    text_sig = (tuple(_spec(t) for t in _text_tensors(text)), text.lengths)
-    state_sig = None if state is None else tuple(_spec(t) for t in _state_tensors(state))
-    return _spec(latents), _spec(timestep), text_sig, state_sig
+def _tracks_versions(tensors: list[torch.Tensor]) -> bool:
+    # inference tensors have no version counter, so an in-place change to them could not be seen
+    return not any(t.is_inference() for t in tensors)
 
 
-def _buffer_like(t: torch.Tensor) -> torch.Tensor:
-    return torch.empty(t.shape, dtype=t.dtype, device=t.device)
-
-
-@dataclass
 class _Entry:
-    """The fixed input buffers of one signature and, once captured, its graph and output buffer."""
+    """One signature's graph (or, when its capture failed, eager runs) over fixed input buffers. The text buffers
+    are its own; the state buffers are shared by the entries of one state signature (the state is ~150 MB at 480p,
+    and the entries that differ only in their prompt's length all read the same state)."""
 
-    latents: torch.Tensor
-    timestep: torch.Tensor
-    cos: torch.Tensor
-    sin: torch.Tensor
-    text: TextContext
-    state: StreamState | None
-    graph: torch.cuda.CUDAGraph | None = None
-    output: torch.Tensor | None = None
-    eager: bool = False                      # capture failed: this signature runs eagerly (on the buffers)
-    text_source: _Source | None = None
-    state_source: _Source | None = None
-    rope_key: tuple | None = field(default=None)
-
-    @classmethod
-    def like(cls, latents, timestep, cos, sin, text: TextContext, state: StreamState | None) -> _Entry:
-        static_text = TextContext(*(_buffer_like(t) for t in (text.caption, text.mask, text.bias)),
-                                  tuple(_buffer_like(k) for k in text.keys),
-                                  tuple(_buffer_like(v) for v in text.values), text.lengths)
-        static_state = None
-        if state is not None:
-            frame = None if state.tconv_frame is None else _buffer_like(state.tconv_frame)
-            static_state = StreamState(_buffer_like(state.vk), _buffer_like(state.k_sum), frame)
-        return cls(_buffer_like(latents), _buffer_like(timestep), _buffer_like(cos), _buffer_like(sin), static_text,
-                   static_state)
+    def __init__(self, latents: torch.Tensor, timestep: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                 text: TextContext, state_buffers: _Buffers | None) -> None:
+        self.inputs = _Buffers([latents, timestep])
+        self.rope = _Buffers([cos, sin])
+        self.rope_key: tuple | None = None
+        self.text_buffers = _Buffers(_text_tensors(text))
+        t = self.text_buffers.tensors
+        layers = len(text.keys)
+        self.text = TextContext(t[0], t[1], t[2], tuple(t[3:3 + layers]), tuple(t[3 + layers:]), text.lengths)
+        self.state_buffers = state_buffers
+        self.state = None
+        if state_buffers is not None:
+            vk, k_sum, *frame = state_buffers.tensors
+            self.state = StreamState(vk, k_sum, frame[0] if frame else None)
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.output: torch.Tensor | None = None
+        self.eager = False
 
     def load(self, latents, timestep, cos, sin, rope_key, text: TextContext, state: StreamState | None) -> None:
-        self.latents.copy_(latents)
-        self.timestep.copy_(timestep)
+        for dst, src in zip(self.inputs.tensors, (latents, timestep)):
+            dst.copy_(src)
         if rope_key != self.rope_key:
-            self.cos.copy_(cos)
-            self.sin.copy_(sin)
-            self.rope_key = rope_key
-        tensors = _text_tensors(text)
-        source = _Source.of(text, tensors)
-        if not source.same(self.text_source):
-            for dst, src in zip(_text_tensors(self.text), tensors):
+            for dst, src in zip(self.rope.tensors, (cos, sin)):
                 dst.copy_(src)
-            self.text_source = source
+            self.rope_key = rope_key
+        self.text_buffers.load(text, _text_tensors(text))
         if state is not None:
-            tensors = _state_tensors(state)
-            source = _Source.of(state, tensors)
-            if not source.same(self.state_source):
-                for dst, src in zip(_state_tensors(self.state), tensors):
-                    dst.copy_(src)
-                self.state_source = source
+            self.state_buffers.load(state, _state_tensors(state))
+
+    def run(self, model: SanaVideoTransformer) -> torch.Tensor:
+        """The graph's computation, eagerly: the model reads only the buffers (frame_offset is unused with rope)."""
+        latents, timestep = self.inputs.tensors
+        return model(latents, timestep, self.text, self.state, 0, rope=tuple(self.rope.tensors))
 
 
 class GraphedForward:
     """`model(latents, timestep, text, state, frame_offset)` with each input signature's forward replayed from a
-    CUDA graph (module docstring). Same arguments and result as the model's forward; falls back to it on the CPU and
-    with autograd on. Inputs must not be changed while a call runs (nothing here runs concurrently with them).
+    CUDA graph (module docstring). Same arguments and result as the model's forward; the plain forward runs on the
+    CPU, with autograd or inference mode on, and under torch.compile.
 
-    max_graphs: signatures kept (least recently used dropped); each holds its buffers and its graph's activations."""
+    Contract: between calls, text and state are changed only by passing other objects or by in-place PyTorch ops
+    (which bump version counters; writes through .data, DLPack or raw pointers are not seen), and the model's weights,
+    hooks and device stay as they were at capture; `clear()` after changing any of those.
+    max_graphs: signatures kept (least recently used dropped)."""
 
-    def __init__(self, model: SanaVideoTransformer, max_graphs: int = 2) -> None:
+    def __init__(self, model: SanaVideoTransformer, max_graphs: int = 4) -> None:
         self.model = model
         self.max_graphs = max(1, int(max_graphs))
         self._entries: OrderedDict[tuple, _Entry] = OrderedDict()
+        self._state_buffers: dict[tuple, _Buffers] = {}
         self._pool = None
+        self._stream: torch.cuda.Stream | None = None
         self.captures = 0          # graphs captured so far (tests, benchmarks)
         self.replays = 0
 
     def clear(self) -> None:
-        """Drop every graph and buffer (frees their memory)."""
+        """Drop every graph and buffer (frees their memory; the next call of each signature captures again)."""
         self._entries.clear()
+        self._state_buffers.clear()
         self._pool = None
 
     def __call__(self, latents: torch.Tensor, timestep, text: TextContext, state: StreamState | None = None,
                  frame_offset: int = 0) -> torch.Tensor:
-        if latents.device.type != "cuda" or torch.is_grad_enabled() or torch.compiler.is_compiling():
-            return self.model(latents, timestep, text, state, frame_offset)
         model = self.model
+        inputs = [latents] + _text_tensors(text) + ([] if state is None else _state_tensors(state))
+        if (latents.device.type != "cuda" or torch.is_grad_enabled() or torch.is_inference_mode_enabled()
+                or torch.compiler.is_compiling() or not _tracks_versions(inputs)):
+            return model(latents, timestep, text, state, frame_offset)
         t = torch.as_tensor(timestep, device=latents.device)
         cos, sin = model.rope_tables(latents.shape, frame_offset, latents.device)   # also validates the offset
-        key = _signature(latents, t, text, state)
+        state_key = None if state is None else _spec(_state_tensors(state))
+        # the prompt's valid lengths decide how many text tokens cross-attention reads (a Python value in the graph)
+        key = (_spec([latents, t]), _spec(_text_tensors(text)), text.lengths, state_key)
         rope_key = (tuple(latents.shape), frame_offset)
         entry = self._entries.get(key)
         if entry is None:
-            entry = _Entry.like(latents, t, cos, sin, text, state)
+            state_buffers = None
+            if state is not None:
+                state_buffers = self._state_buffers.get(state_key) or _Buffers(_state_tensors(state))
+            entry = _Entry(latents, t, cos, sin, text, state_buffers)
             entry.load(latents, t, cos, sin, rope_key, text, state)
             result = self._warm_up_and_capture(entry)     # raises on bad input: then nothing is kept
             self._entries[key] = entry
+            if state_key is not None:
+                self._state_buffers[state_key] = state_buffers
             while len(self._entries) > self.max_graphs:
                 self._entries.popitem(last=False)
+            in_use = {id(e.state_buffers) for e in self._entries.values()}
+            self._state_buffers = {k: b for k, b in self._state_buffers.items() if id(b) in in_use}
             return result
         self._entries.move_to_end(key)
         entry.load(latents, t, cos, sin, rope_key, text, state)
         if entry.eager:
-            return self._run(entry)
+            return entry.run(model)
         entry.graph.replay()
         self.replays += 1
         return entry.output.clone()
 
-    def _run(self, entry: _Entry) -> torch.Tensor:
-        # the graph's computation, eagerly: the model reads only the buffers (frame_offset is not read with rope)
-        return self.model(entry.latents, entry.timestep, entry.text, entry.state, 0, rope=(entry.cos, entry.sin))
-
     def _warm_up_and_capture(self, entry: _Entry) -> torch.Tensor:
-        device = entry.latents.device
+        """Runs the entry eagerly on a side stream (compiles Triton kernels, sets up cuBLAS on that stream; the
+        result is this call's), then captures it there. The calling thread's stream is restored whatever happens."""
+        device = entry.inputs.tensors[0].device
         current = torch.cuda.current_stream(device)
-        side = torch.cuda.Stream(device)
+        if self._stream is None:
+            self._stream = torch.cuda.Stream(device)
+        side = self._stream
         side.wait_stream(current)
-        with torch.cuda.stream(side):
-            result = self._run(entry)            # this call's result; compiles and sets up what capture cannot
-        current.wait_stream(side)
+        try:
+            with torch.cuda.stream(side):
+                result = entry.run(self.model)
+        finally:
+            current.wait_stream(side)            # the buffers may be freed by the caller after a failed warm-up
         result.record_stream(current)
         graph = torch.cuda.CUDAGraph()
+        pool = () if self._pool is None else (self._pool,)
+        torch.cuda.synchronize(device)
         try:
-            with torch.cuda.graph(graph, pool=self._pool):
-                output = self._run(entry)
-        except Exception as exc:  # noqa: BLE001 - any op that cannot be captured: this signature stays eager
-            log.warning("CUDA graph capture failed (%s: %s); this input shape runs eagerly", type(exc).__name__, exc)
+            with torch.cuda.stream(side):        # restored on exit, also when the capture fails
+                # thread_local: another thread's CUDA calls (the GUI reading memory stats, say) cannot spoil it
+                graph.capture_begin(*pool, capture_error_mode="thread_local")
+                try:
+                    output = entry.run(self.model)
+                finally:
+                    graph.capture_end()
+        except Exception as exc:  # noqa: BLE001 - an op that cannot be captured: this signature stays eager
+            cause = exc.__context__ or exc
+            log.warning("CUDA graph capture failed (%s: %s); this input signature runs eagerly",
+                        type(cause).__name__, cause)
             torch.cuda.synchronize(device)
             entry.eager = True
+            self._stream = None     # a failed capture may leave the allocator routing that stream to its pool
             return result
+        current.wait_stream(side)
         entry.graph, entry.output = graph, output
         self._pool = graph.pool()
         self.captures += 1
