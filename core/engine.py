@@ -311,14 +311,16 @@ class Engine:
         BlockPreviewEvent and BlockDoneEvent; BlockDoneEvent.extra holds 'contribution' (this block's clean-pass
         BlockContribution, CPU), 'vae_cache' (decoder cache after the block) and, on a prompt switch,
         'recached_previous' (the replacement contribution of the previous block)."""
+        if not plans:
+            return
         from core.samplers import BlockNoise, longsana_schedule
         from core.vae import latent_to_rgb_preview
 
-        if not plans:
-            return
         resume = resume or ResumePoint()
-        model, dev = self.transformer, self.device
+        # the graphs stay between jobs (Extend / Regenerate reuse them, as the caching allocator keeps its blocks);
+        # clearing them after each job cost as much as they saved on a 60 s video (run 35 in docs/perf-notes.md)
         denoise = self._denoiser()
+        model, dev = self.transformer, self.device
         h, w = self._latent_hw()
         num_blocks = plans[-1].index + 1
         steps = longsana_schedule()
