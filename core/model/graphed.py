@@ -1,17 +1,18 @@
 """CUDA-graph replay of SanaVideoTransformer.forward, for the engine's denoising steps.
 
-Why: the eager forward enqueues ~825 kernels from Python, about 45 ms of CPU time for ~95 ms of GPU work per 480p
+Why: the eager forward enqueues ~825 kernels from Python, 33-46 ms of CPU time for ~95 ms of GPU work per 480p
 LongSANA block on an H100. The engine synchronises after every step (the step preview goes to the CPU), so every
 forward starts on an idle GPU that then waits for Python until the queue has filled. Interleaved on one GPU
-(bench/gaps.py), that start costs ~1.7 ms per forward; a replayed graph launches the whole forward at once.
+(bench/gaps.py), that start costs 0.7-1.7 ms per forward; a replayed graph launches the whole forward at once.
 
 How: one graph per input signature (shapes and dtypes, text length, whether there is a state and a previous frame).
 What changes between calls of one signature lives in buffers that the graph reads: latents, timestep, the RoPE tables
 (frame_offset), the text context and the stream state. They are copied in before each replay: the text and the state
 only when another object, or the same one changed in place (tensor version counters), is passed. The first call of a
 signature runs eagerly on the buffers (the warm-up that compiles Triton kernels and sets up cuBLAS; its output is that
-call's result), then captures. A capture that fails (an op that synchronises, say) leaves that signature eager. The
-graphs share one memory pool: they never run concurrently and each replay's output is copied out at once.
+call's result), then captures on the same side stream. A capture that fails (an op that synchronises, say) leaves that
+signature eager. The graphs share one memory pool: they never run concurrently and each replay's output is copied out
+at once. Entries of one state signature share the state buffers.
 """
 
 from __future__ import annotations
