@@ -485,8 +485,8 @@ def apply_fastest(rows: list[dict[str, Any]]) -> dict[str, dict]:
 
 # ------------------------------------------------------------------ main
 
-def apply_setting(item: str) -> None:
-    """`module.NAME={json}`: update the dict `NAME` of an imported kernel module (launch settings) in place."""
+def parse_setting(item: str) -> tuple[dict, dict]:
+    """`module.NAME={json}` -> (the dict `NAME` of an imported kernel module (launch settings), the update)."""
     import importlib
     import json
 
@@ -497,8 +497,14 @@ def apply_setting(item: str) -> None:
     unknown = sorted(set(update) - set(table))
     if unknown:
         raise SystemExit(f"--set {target}: unknown keys {unknown} (known: {sorted(table)})")
+    return table, update
+
+
+def apply_setting(item: str) -> None:
+    """`module.NAME={json}`: update that launch-settings dict in place."""
+    table, update = parse_setting(item)
     table.update(update)
-    print(f"setting {target} = {table}", flush=True)
+    print(f"setting {item.partition('=')[0]} = {table}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,7 +28,7 @@ if __package__ in (None, ""):  # `python bench/gaps.py`: make the repo root impo
 import torch  # noqa: E402
 
 from bench.common import environment, graphed, output_dir, synchronize, write_json  # noqa: E402
-from bench.dit import CASES, apply_setting, build_models, make_inputs, ours_call  # noqa: E402
+from bench.dit import CASES, apply_setting, build_models, make_inputs, ours_call, parse_setting  # noqa: E402
 from core.config import PRESETS  # noqa: E402
 
 
@@ -70,13 +70,7 @@ def interleaved(variants: dict, pairs: int, chunk: int) -> dict:
 
 def with_setting(item: str, fn):
     """fn run with one launch setting (`module.CFG={json}`) applied, and the previous values restored after it."""
-    import importlib
-    import json
-
-    target, _, value = item.partition("=")
-    module_name, _, attr = target.rpartition(".")
-    table = getattr(importlib.import_module(module_name), attr)
-    update = json.loads(value)
+    table, update = parse_setting(item)
 
     def run():
         saved = {k: table[k] for k in update}
