@@ -99,16 +99,19 @@ class _Entry:
         self.output: torch.Tensor | None = None
         self.eager = False
 
-    def load(self, latents, timestep, cos, sin, rope_key, text: TextContext, state: StreamState | None) -> None:
+    def load(self, latents, timestep, cos, sin, rope_key, text: TextContext, state: StreamState | None,
+             text_tensors: list[torch.Tensor] | None = None, state_tensors: list[torch.Tensor] | None = None) -> None:
+        """Copies the inputs into the buffers (text_tensors / state_tensors: the lists of _text_tensors(text) and
+        _state_tensors(state), when the caller has them already)."""
         for dst, src in zip(self.inputs.tensors, (latents, timestep)):
             dst.copy_(src)
         if rope_key != self.rope_key:
             for dst, src in zip(self.rope.tensors, (cos, sin)):
                 dst.copy_(src)
             self.rope_key = rope_key
-        self.text_buffers.load(text, _text_tensors(text))
+        self.text_buffers.load(text, text_tensors or _text_tensors(text))
         if state is not None:
-            self.state_buffers.load(state, _state_tensors(state))
+            self.state_buffers.load(state, state_tensors or _state_tensors(state))
 
     def run(self, model: SanaVideoTransformer) -> torch.Tensor:
         """The graph's computation, eagerly: the model reads only the buffers (frame_offset is unused with rope)."""
@@ -145,23 +148,24 @@ class GraphedForward:
     def __call__(self, latents: torch.Tensor, timestep, text: TextContext, state: StreamState | None = None,
                  frame_offset: int = 0) -> torch.Tensor:
         model = self.model
-        inputs = [latents] + _text_tensors(text) + ([] if state is None else _state_tensors(state))
+        text_t = _text_tensors(text)
+        state_t = [] if state is None else _state_tensors(state)
         if (latents.device.type != "cuda" or torch.is_grad_enabled() or torch.is_inference_mode_enabled()
-                or torch.compiler.is_compiling() or not _tracks_versions(inputs)):
+                or torch.compiler.is_compiling() or not _tracks_versions([latents, *text_t, *state_t])):
             return model(latents, timestep, text, state, frame_offset)
         t = torch.as_tensor(timestep, device=latents.device)
         cos, sin = model.rope_tables(latents.shape, frame_offset, latents.device)   # also validates the offset
-        state_key = None if state is None else _spec(_state_tensors(state))
+        state_key = None if state is None else _spec(state_t)
         # the prompt's valid lengths decide how many text tokens cross-attention reads (a Python value in the graph)
-        key = (_spec([latents, t]), _spec(_text_tensors(text)), text.lengths, state_key)
+        key = (_spec([latents, t]), _spec(text_t), text.lengths, state_key)
         rope_key = (tuple(latents.shape), frame_offset)
         entry = self._entries.get(key)
         if entry is None:
             state_buffers = None
             if state is not None:
-                state_buffers = self._state_buffers.get(state_key) or _Buffers(_state_tensors(state))
+                state_buffers = self._state_buffers.get(state_key) or _Buffers(state_t)
             entry = _Entry(latents, t, cos, sin, text, state_buffers)
-            entry.load(latents, t, cos, sin, rope_key, text, state)
+            entry.load(latents, t, cos, sin, rope_key, text, state, text_t, state_t)
             result = self._warm_up_and_capture(entry)     # raises on bad input: then nothing is kept
             self._entries[key] = entry
             if state_key is not None:
@@ -172,7 +176,7 @@ class GraphedForward:
             self._state_buffers = {k: b for k, b in self._state_buffers.items() if id(b) in in_use}
             return result
         self._entries.move_to_end(key)
-        entry.load(latents, t, cos, sin, rope_key, text, state)
+        entry.load(latents, t, cos, sin, rope_key, text, state, text_t, state_t)
         if entry.eager:
             return entry.run(model)
         entry.graph.replay()
