@@ -404,10 +404,14 @@ def kernel_sweep(device: torch.device, dtype: torch.dtype, out_dir: Path, tiny: 
            lambda: aft.linear_attn_ratio_triton(q, ref_ks, cos, sin, 1e-8, q_weight=wq, q_rstd=q_rstd),
            lambda got: rel_err(got, ref_ratio))
 
+    # as the model calls it: k's RMSNorm applied on load (weight, 1/rms)
+    wk = rand(D, scale=0.2) + 1
+    k_rstd = torch.rsqrt(k.float().pow(2).mean(dim=(-1, -2)) + 1e-5)
+    ref_vk_n, _ = la.linear_attn_state_reference(k, v, cos, sin, k_weight=wk, k_rstd=k_rstd)
     sweep("linear_attn_state", lat, "STATE_CFG",
           [{"block_n": bn, "num_warps": nw, "waves": wv, "num_stages": ns}
-           for bn, nw, wv, ns in [(32, 4, 8, 3), (32, 4, 4, 4), (16, 4, 4, 3), (64, 4, 4, 3)]],
-          lambda: lat.linear_attn_state_triton(k, v, cos, sin), lambda got: rel_err(got[0], ref_vk))
+           for bn, nw, wv, ns in [(32, 4, 8, 3), (32, 4, 4, 4), (16, 4, 4, 3), (64, 4, 4, 3), (32, 8, 4, 3)]],
+          lambda: lat.linear_attn_state_triton(k, v, cos, sin, wk, k_rstd), lambda got: rel_err(got[0], ref_vk_n))
     sweep("linear_attn_apply", lat, "APPLY_CFG",
           [{"block_n": bn, "num_warps": nw, "waves": wv, "num_stages": ns}
            for bn, nw, wv, ns in [(128, 8, 8, 2), (64, 4, 8, 2), (64, 4, 8, 3), (64, 8, 8, 2), (32, 4, 8, 3),
@@ -427,7 +431,8 @@ def kernel_sweep(device: torch.device, dtype: torch.dtype, out_dir: Path, tiny: 
     xl, yl = rand(B, N, D, scale=3.0), rand(B, N, D)
     mod = rand(B, 6, D, scale=0.3)
     ref_ln = lnm.layernorm_modulate_reference(xl, mod[:, 0], mod[:, 1], 1e-6)
-    sweep("layernorm kernels", lnt, "CFG", [{"rows": r, "num_warps": w} for r, w in [(1, 8), (4, 8), (2, 4), (4, 16)]],
+    sweep("layernorm kernels", lnt, "CFG",
+          [{"rows": r, "num_warps": w} for r, w in [(1, 8), (4, 8), (2, 4), (1, 4), (4, 16)]],
           lambda: (lnt.add_layernorm_modulate_triton(xl, yl, None, mod[:, 0], mod[:, 1], 1e-6),
                    lnt.layernorm_modulate_triton(xl, mod[:, 0], mod[:, 1], 1e-6))[1],
           lambda got: rel_err(got, ref_ln))

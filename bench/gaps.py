@@ -69,16 +69,31 @@ def interleaved(variants: dict, pairs: int, chunk: int) -> dict:
 
 
 def with_setting(item: str, fn):
-    """fn run with one launch setting (`module.CFG={json}`) applied, and the previous values restored after it."""
-    table, update = parse_setting(item)
+    """fn run with launch settings (`module.CFG={json}`, several joined by ';') applied, and the previous values
+    restored after it."""
+    settings = [parse_setting(part) for part in item.split(";")]
 
     def run():
-        saved = {k: table[k] for k in update}
-        table.update(update)
+        saved = [(table, {k: table[k] for k in update}) for table, update in settings]
+        for table, update in settings:
+            table.update(update)
         try:
             return fn()
         finally:
-            table.update(saved)
+            for table, old in saved:
+                table.update(old)
+    return run
+
+
+def with_blas(lib: str, fn):
+    """fn run with torch's preferred BLAS back end set to `lib`, the previous one restored after it."""
+    def run():
+        before = torch.backends.cuda.preferred_blas_library()
+        torch.backends.cuda.preferred_blas_library(lib)
+        try:
+            return fn()
+        finally:
+            torch.backends.cuda.preferred_blas_library(before)
     return run
 
 
@@ -91,8 +106,14 @@ def profiled(fn, reps: int) -> dict:
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
             fn()
             torch.cuda.synchronize()
-        spans = sorted((e.time_range.start, e.time_range.end) for e in prof.events()
-                       if e.device_type == torch.autograd.DeviceType.CUDA and e.time_range.end > e.time_range.start)
+        events = [e for e in prof.events()
+                  if e.device_type == torch.autograd.DeviceType.CUDA and e.time_range.end > e.time_range.start]
+        spans = sorted((e.time_range.start, e.time_range.end) for e in events)
+        per_kernel: dict[str, list] = {}
+        for e in events:
+            entry = per_kernel.setdefault(e.name[:90], [0, 0.0])
+            entry[0] += 1
+            entry[1] += e.time_range.end - e.time_range.start
         total = sum(e - s for s, e in spans)
         busy, cur_s, cur_e, gaps = 0.0, None, None, []
         for s, e in spans:
@@ -107,7 +128,10 @@ def profiled(fn, reps: int) -> dict:
         gaps.sort(reverse=True)
         calls.append({"kernels": len(spans), "sum_ms": total / 1e3, "busy_ms": busy / 1e3,
                       "span_ms": (spans[-1][1] - spans[0][0]) / 1e3, "largest_gaps_us": [round(g, 1) for g in gaps[:8]],
-                      "gaps_over_20us_ms": sum(g for g in gaps if g > 20) / 1e3})
+                      "gaps_over_20us_ms": sum(g for g in gaps if g > 20) / 1e3,
+                      # kernel name -> [launches, total us] in this call, largest first
+                      "kernels": {k: [n, round(us, 1)] for k, (n, us) in
+                                  sorted(per_kernel.items(), key=lambda kv: -kv[1][1])}})
     return {"calls": calls}
 
 
@@ -119,7 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clocks", action="store_true", help="sample SM clock and power with nvidia-smi every 100 ms")
     p.add_argument("--set", action="append", default=[], metavar="MODULE.CFG=JSON", help="as in bench/dit.py")
     p.add_argument("--ab", action="append", default=[], metavar="MODULE.CFG=JSON",
-                   help="also an eager variant with this launch setting in the interleaved comparison (in-model A/B)")
+                   help="also an eager variant with this launch setting (several joined by ';') in the interleaved "
+                        "comparison (in-model A/B)")
+    p.add_argument("--ab-blas", default=None, metavar="LIB",
+                   help="also an eager variant with torch's preferred BLAS back end set to LIB (e.g. cublaslt)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
@@ -164,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
         for item in args.ab:
             variants[item] = with_setting(item, fn)
             variants[item]()                     # compile the variant's kernels outside the timed turns
+        if args.ab_blas:
+            variants[f"blas={args.ab_blas}"] = with_blas(args.ab_blas, fn)
+            variants[f"blas={args.ab_blas}"]()
         mark("interleaved, 1 call per turn")
         report["interleaved_1"] = interleaved(variants, args.pairs, 1)
         mark("interleaved, 5 calls per turn")
@@ -178,7 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     for key in ("interleaved_1", "interleaved_5"):
         print(key, {name: {k: v for k, v in r.items() if k != "all_ms"} for name, r in report[key].items()})
     for call in report["profile"]["calls"]:
-        print("profile", call)
+        print("profile", {k: v for k, v in call.items() if k != "kernels"})
+    print("kernels of the last profiled call (launches, us):")
+    for name, (n, us) in report["profile"]["calls"][-1]["kernels"].items():
+        print(f"  {us:9.1f} {n:4d}  {name}")
     write_json(out / "gaps.json", report)
     return 0
 

@@ -4,9 +4,11 @@ The block runs several GEMMs of the same size (15600 tokens of one 480p LongSANA
 plain `mm`, `addmm` with a bias epilogue (cross-attention's q), in-place accumulation `addmm_` (out projections,
 temporal taps), into a row-shifted view (the taps of the neighbouring frames), with a strided weight (column slices of
 the temporal (D, 3D) weight). cuBLAS picks its kernel per form; this prints time, TFLOP/s and the kernel name of each,
-so that the model can use the fastest form.
+so that the model can use the fastest form. Also the block's wide GEMMs (qkv, the FFN's inverted and point convs), and
+with --blas the same under another of torch's BLAS back ends (cublas: cublasGemmEx; cublaslt: cublasLt's heuristics
+for every bf16 GEMM).
 
-    python bench/gemm_shapes.py            (GPU; writes gemm_shapes.json to $OUT)
+    python bench/gemm_shapes.py [--blas cublas,cublaslt]   (GPU; writes gemm_shapes.json to $OUT)
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ def main(argv=None) -> int:
     p.add_argument("--tokens", type=int, default=15600)
     p.add_argument("--dim", type=int, default=2240)
     p.add_argument("--frame", type=int, default=1560, help="tokens per latent frame (the taps' row shift)")
+    p.add_argument("--blas", default="", help="comma-separated torch BLAS back ends to compare (cublas, cublaslt)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     dev = torch.device("cuda")
@@ -57,14 +60,29 @@ def main(argv=None) -> int:
         "addmm_ acc[s:] += x[:n-s] @ W3[:, :d]^T (both)": lambda: acc[s:].addmm_(x[:n - s], w3[:, :d].t()),
         "mm x[:n-s] @ W^T (fewer rows)": lambda: torch.mm(x[:n - s], w.t()),
     }
+    # the wide ones: (form, fn, K, N)
+    w_qkv = torch.randn(3 * d, d, device=dev, dtype=bf, generator=g) * d ** -0.5
+    w_inv = torch.randn(6 * d, d, device=dev, dtype=bf, generator=g) * d ** -0.5
+    b_inv = torch.randn(6 * d, device=dev, dtype=bf, generator=g)
+    gl = torch.randn(n, 3 * d, device=dev, dtype=bf, generator=g)
+    wide = {
+        "mm x @ W_qkv^T (N = 3D)": (lambda: torch.mm(x, w_qkv.t()), d, 3 * d),
+        "addmm b + x @ W_inv^T (N = 6D, bias)": (lambda: torch.addmm(b_inv, x, w_inv.t()), d, 6 * d),
+        "mm g @ W_point^T (K = 3D)": (lambda: torch.mm(gl, w3.t()), 3 * d, d),
+    }
     rows = []
-    for name, fn in forms.items():
-        m = n - s if "n-s" in name else n
-        ms = time_fn(fn, dev, 5, 30)["ms"]
-        tflops = 2 * m * d * d / (ms * 1e-3) / 1e12
-        kernels = kernel_names(fn)
-        rows.append({"form": name, "ms": ms, "tflops": tflops, "kernels": kernels})
-        print(f"{name:<52} {ms * 1000:7.1f} us {tflops:6.0f} TFLOP/s  {', '.join(kernels)}", flush=True)
+    libs = [lib.strip() for lib in args.blas.split(",") if lib.strip()] or [None]
+    for lib in libs:
+        if lib is not None:
+            torch.backends.cuda.preferred_blas_library(lib)
+        for name, (fn, k_dim, n_dim) in {**{f: (fn, d, d) for f, fn in forms.items()}, **wide}.items():
+            m = n - s if "n-s" in name else n
+            ms = time_fn(fn, dev, 5, 30)["ms"]
+            tflops = 2 * m * k_dim * n_dim / (ms * 1e-3) / 1e12
+            kernels = kernel_names(fn)
+            rows.append({"blas": lib or "default", "form": name, "ms": ms, "tflops": tflops, "kernels": kernels})
+            print(f"{lib or 'default':<9} {name:<52} {ms * 1000:7.1f} us {tflops:6.0f} TFLOP/s  {', '.join(kernels)}",
+                  flush=True)
     write_json(output_dir(args.out) / "gemm_shapes.json", {"environment": environment(dev), "rows": rows})
     return 0
 
