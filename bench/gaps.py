@@ -130,7 +130,7 @@ def profiled(fn, reps: int) -> dict:
                       "span_ms": (spans[-1][1] - spans[0][0]) / 1e3, "largest_gaps_us": [round(g, 1) for g in gaps[:8]],
                       "gaps_over_20us_ms": sum(g for g in gaps if g > 20) / 1e3,
                       # kernel name -> [launches, total us] in this call, largest first
-                      "kernels": {k: [n, round(us, 1)] for k, (n, us) in
+                      "per_kernel": {k: [n, round(us, 1)] for k, (n, us) in
                                   sorted(per_kernel.items(), key=lambda kv: -kv[1][1])}})
     return {"calls": calls}
 
@@ -208,9 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     for key in ("interleaved_1", "interleaved_5"):
         print(key, {name: {k: v for k, v in r.items() if k != "all_ms"} for name, r in report[key].items()})
     for call in report["profile"]["calls"]:
-        print("profile", {k: v for k, v in call.items() if k != "kernels"})
+        print("profile", {k: v for k, v in call.items() if k != "per_kernel"})
     print("kernels of the last profiled call (launches, us):")
-    for name, (n, us) in report["profile"]["calls"][-1]["kernels"].items():
+    for name, (n, us) in report["profile"]["calls"][-1]["per_kernel"].items():
         print(f"  {us:9.1f} {n:4d}  {name}")
     write_json(out / "gaps.json", report)
     return 0
