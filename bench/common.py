@@ -137,6 +137,17 @@ def randomize_parameters_(module: torch.nn.Module, seed: int) -> None:
                 p.copy_(0.3 * noise)
 
 
+def ms_per_call(fn: Callable[[], Any], calls: int) -> float:
+    """GPU ms per call of `calls` back-to-back calls between one event pair (the CPU may run ahead)."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(calls):
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / calls
+
+
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     """||a - b|| / ||b|| in fp64 (inf when a has NaN / Inf)."""
     a, b = a.double(), b.double()

@@ -27,7 +27,7 @@ if __package__ in (None, ""):  # `python bench/gaps.py`: make the repo root impo
 
 import torch  # noqa: E402
 
-from bench.common import environment, graphed, output_dir, synchronize, write_json  # noqa: E402
+from bench.common import environment, graphed, ms_per_call, output_dir, synchronize, write_json  # noqa: E402
 from bench.dit import CASES, apply_setting, build_models, make_inputs, ours_call, parse_setting  # noqa: E402
 from core.config import PRESETS  # noqa: E402
 
@@ -48,13 +48,7 @@ def synced(fn, reps: int) -> dict:
 
 
 def back_to_back(fn, reps: int) -> dict:
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(reps):
-        fn()
-    end.record()
-    torch.cuda.synchronize()
-    return {"ms_per_call": start.elapsed_time(end) / reps}
+    return {"ms_per_call": ms_per_call(fn, reps)}
 
 
 def interleaved(variants: dict, pairs: int, chunk: int) -> dict:

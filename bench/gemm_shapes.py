@@ -33,6 +33,19 @@ def kernel_names(fn) -> list[str]:
     return sorted({e.key for e in prof.key_averages() if e.device_type.name == "CUDA" and "Memcpy" not in e.key})
 
 
+def block_gemm_operands(n: int, d: int, dev: torch.device):
+    """Random bf16 operands of the block's D x D GEMMs: x (n, d), w (d, d), the temporal-like w3 (d, 3d), bias (d,),
+    a residual acc (n, d), an output buffer (n, d), and the generator (seeded) for more."""
+    g = torch.Generator(device=dev).manual_seed(0)
+    bf = torch.bfloat16
+    x = torch.randn(n, d, device=dev, dtype=bf, generator=g)
+    w = torch.randn(d, d, device=dev, dtype=bf, generator=g) * d ** -0.5
+    w3 = torch.randn(d, 3 * d, device=dev, dtype=bf, generator=g) * d ** -0.5
+    bias = torch.randn(d, device=dev, dtype=bf, generator=g)
+    acc = torch.randn(n, d, device=dev, dtype=bf, generator=g)
+    return x, w, w3, bias, acc, torch.empty(n, d, device=dev, dtype=bf), g
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tokens", type=int, default=15600)
@@ -43,14 +56,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     dev = torch.device("cuda")
     n, d, s = args.tokens, args.dim, args.frame
-    g = torch.Generator(device=dev).manual_seed(0)
+    x, w, w3, bias, acc, out, g = block_gemm_operands(n, d, dev)
     bf = torch.bfloat16
-    x = torch.randn(n, d, device=dev, dtype=bf, generator=g)
-    w = torch.randn(d, d, device=dev, dtype=bf, generator=g) * d ** -0.5
-    w3 = torch.randn(d, 3 * d, device=dev, dtype=bf, generator=g) * d ** -0.5
-    bias = torch.randn(d, device=dev, dtype=bf, generator=g)
-    acc = torch.randn(n, d, device=dev, dtype=bf, generator=g)
-    out = torch.empty(n, d, device=dev, dtype=bf)
     forms = {
         "mm x @ W^T": lambda: torch.mm(x, w.t(), out=out),
         "addmm bias + x @ W^T (bias epilogue)": lambda: torch.addmm(bias, x, w.t(), out=out),

@@ -32,7 +32,8 @@ import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 from triton.tools.tensor_descriptor import TensorDescriptor  # noqa: E402
 
-from bench.common import environment, output_dir, write_json  # noqa: E402
+from bench.common import environment, ms_per_call, output_dir, rel_err, write_json  # noqa: E402
+from bench.gemm_shapes import block_gemm_operands  # noqa: E402
 from core.kernels._triton import Kernel, sm_count  # noqa: E402
 
 # Launch settings (module-level so that the bench can sweep them): tile, k step, L2 grouping of row tiles,
@@ -141,20 +142,6 @@ SETTINGS = [
 ]
 
 
-def per_call_ms(fn, calls: int) -> float:
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(calls):
-        fn()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / calls
-
-
-def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
-    return ((x.double() - ref).norm() / ref.norm()).item()
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tokens", type=int, default=15600)
@@ -166,14 +153,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     dev = torch.device("cuda")
     n, d, s = args.tokens, args.dim, args.frame
-    g = torch.Generator(device=dev).manual_seed(0)
-    bf = torch.bfloat16
-    x = torch.randn(n, d, device=dev, dtype=bf, generator=g)
-    w = (torch.randn(d, d, device=dev, generator=g) * d ** -0.5).to(bf)
-    w3 = (torch.randn(d, 3 * d, device=dev, generator=g) * d ** -0.5).to(bf)
-    bias = torch.randn(d, device=dev, dtype=bf, generator=g)
-    acc = torch.randn(n, d, device=dev, dtype=bf, generator=g)
-    out = torch.empty(n, d, device=dev, dtype=bf)
+    x, w, w3, bias, acc, out, _ = block_gemm_operands(n, d, dev)
     forms = {
         # name: (cuBLAS, ours, rows, fp64 reference of one call)
         "out = x @ W^T + b": (lambda: torch.addmm(bias, x, w.t(), out=out),
@@ -202,8 +182,8 @@ def main(argv=None) -> int:
                     row["err_cublas"] = rel_err(theirs(), ref)
                 t_ours, t_theirs = [], []
                 for _ in range(args.rounds):
-                    t_theirs.append(per_call_ms(theirs, args.chunk))
-                    t_ours.append(per_call_ms(ours, args.chunk))
+                    t_theirs.append(ms_per_call(theirs, args.chunk))
+                    t_ours.append(ms_per_call(ours, args.chunk))
                 row.update(cublas_us=1e3 * statistics.median(t_theirs), ours_us=1e3 * statistics.median(t_ours))
                 row["ratio"] = row["cublas_us"] / row["ours_us"]
                 row["ours_tflops"] = flops / (row["ours_us"] * 1e-6) / 1e12
