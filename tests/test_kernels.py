@@ -703,6 +703,27 @@ def test_dwconv_with_a_frame_stride(device, gen):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("half_gate", [True, False])
+def test_dwconv_halved_input_and_gate_are_bit_identical(device, half_gate, gen, monkeypatch):
+    """halved_input (x / 2, as the model's inverted GEMM writes it with alpha = 1/2) and the halved gate weights
+    change no bit: scaling by a power of two is exact, and h = x / 2 is what SiLU's tanh form computes first."""
+    from core.kernels import dwconv_glu_triton as dwt
+
+    x = randn(gen, 2, 5, 9, 2 * 24, dtype=torch.bfloat16, device=device, scale=3.0)   # SiLU's tails included
+    w = randn(gen, 2 * 24, 1, 3, 3, dtype=torch.bfloat16, device=device, scale=0.5)
+    b = randn(gen, 2 * 24, dtype=torch.bfloat16, device=device)
+    monkeypatch.setitem(dwt.CFG, "half_gate", False)
+    plain = dwconv3x3_glu_triton(x, w, b, True)
+    monkeypatch.setitem(dwt.CFG, "half_gate", half_gate)
+    assert torch.equal(dwconv3x3_glu_triton(x * 0.5, w, b, True, halved_input=True), plain)
+    assert torch.equal(dwconv3x3_glu_triton(x, w, b, True), plain)
+    ref = dw.dwconv3x3_glu_reference(x * 0.5, w, b, True, halved_input=True)
+    assert torch.equal(ref, dw.dwconv3x3_glu_reference(x, w, b, True))
+    with pytest.raises(ValueError, match="silu_input"):
+        dw.dwconv3x3_glu(x, w, b, silu_input=False, halved_input=True)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_layernorm_kernels_odd_rows_and_a_broadcast_residual(device, gen):
     """An odd number of rows (the last program's second row is masked) and y as a stride-0 per-sample vector (the
     model's owed bias after cross-attention)."""

@@ -137,3 +137,33 @@ def test_in_place_equals_out_of_place(with_prev, gen):
     got = tr.temporal_gated_residual(x_own, u, gate, weight, prev, inplace=True)
     assert got.data_ptr() == x_own.data_ptr()
     assert rel_err(got, expected) < 1e-14
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_mixffn_halved_preactivation_changes_no_bit(gen, monkeypatch):
+    """On CUDA in eager bf16 the inverted GEMM writes its output / 2 (alpha = 1/2, halved bias) for the fused dwconv
+    kernel; the FFN's result is the same bits as with the plain inverted layer."""
+    from core.kernels import dwconv_glu
+    from core.model import layers
+
+    d, hidden = 64, 96
+    ffn = layers.MixFFN(d, hidden)
+    with torch.no_grad():
+        for p in ffn.parameters():
+            p.copy_(randn(gen, *p.shape, scale=0.3))
+    ffn = ffn.to("cuda", torch.bfloat16)
+    b, t, hh, ww = 1, 3, 6, 10
+    residual = randn(gen, b, t * hh * ww, d, dtype=torch.bfloat16).cuda()
+    x = randn(gen, b, t * hh * ww, d, dtype=torch.bfloat16).cuda()
+    gate = randn(gen, b, 1, d, dtype=torch.bfloat16).cuda()
+    seen = []
+    real = dwconv_glu.dwconv3x3_glu
+    monkeypatch.setattr(layers, "dwconv3x3_glu", lambda *a, **k: seen.append(k["halved_input"]) or real(*a, **k))
+    with torch.no_grad():
+        monkeypatch.setitem(layers.MIXFFN_CFG, "halved_preactivation", True)
+        halved, _ = ffn(residual, x, gate, t, hh, ww)
+        monkeypatch.setitem(layers.MIXFFN_CFG, "halved_preactivation", False)
+        plain, _ = ffn(residual, x, gate, t, hh, ww)
+    assert seen == [True, False]
+    assert torch.equal(halved, plain)

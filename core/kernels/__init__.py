@@ -9,7 +9,7 @@ SANA_VIDEO_DISABLE_TRITON=1).
 - layernorm_modulate: layernorm_modulate(x, shift, scale, eps), add_layernorm_modulate(x, y, gate, shift, scale, eps)
   (E4M3 output with out_scale)
 - rms_norm: rms_norm(x, weight, eps), qk_rms_reciprocals(qkv, D, eps), rms_reciprocal(x, eps)
-- dwconv_glu: dwconv3x3_glu(x, weight, bias, silu_input=False)
+- dwconv_glu: dwconv3x3_glu(x, weight, bias, silu_input=False, halved_input=False)
 - temporal_residual, gate_fold: GEMM-only forms of the gated residual updates; scale_rows: their gate-scaled weights
 - fp8_residual: gated_residual(x, a, gate, b, out_scale), stack_taps_e4m3(u, prev, scale): the FP8 block's residual
   passes, each also writing the next FP8 GEMM's E4M3 input (fp8_out: the contract)

@@ -34,11 +34,18 @@ from core.kernels.fp8_out import kernel_scale
 # 0.5 + 0.5 tanh(x/2) on the GPU's tanh unit (one special-function op instead of exp + reciprocal; ~1e-3 relative error
 # per sigmoid, used for 16-bit / FP8 outputs only, whose own rounding is 4e-3 or more), for the input SiLU and the GLU
 # gate. Registers (offline SASS): 4 x 64 and 8 x 32 at 4 warps: 128 (four programs per SM); 16 x 32: 249.
-CFG = {"block_g": 4, "block_c": 64, "num_warps": 4, "rows": None, "waves": 4, "fast_sigmoid": True}
+# half_gate: with fast_sigmoid, the gate half's weights and bias are halved on load (exact) so that the GLU's SiLU
+# needs no multiply (bit-identical results).
+CFG = {"block_g": 4, "block_c": 64, "num_warps": 4, "rows": None, "waves": 4, "fast_sigmoid": True,
+       "half_gate": True}
 
 
-def _silu_ptx(n: int) -> str:
-    """PTX for n SiLUs at once (outputs $0..$n-1, inputs $n..$2n-1): SiLU(x) = h + h tanh(h), h = x / 2."""
+def _silu_ptx(n: int, halved: bool = False) -> str:
+    """PTX for n SiLUs at once (outputs $0..$n-1, inputs $n..$2n-1): SiLU(x) = h + h tanh(h), h = x / 2.
+    halved: the inputs are h already (no multiply)."""
+    if halved:
+        body = "".join(f"tanh.approx.f32 t, ${n + k}; fma.rn.f32 ${k}, ${n + k}, t, ${n + k}; " for k in range(n))
+        return "{ .reg .f32 t; " + body + "}"
     body = "".join(f"mul.f32 h, ${n + k}, 0f3F000000; tanh.approx.f32 t, h; fma.rn.f32 ${k}, h, t, h; "
                    for k in range(n))
     return "{ .reg .f32 h, t; " + body + "}"
@@ -47,6 +54,8 @@ def _silu_ptx(n: int) -> str:
 # module-level constants must be constexpr to be read inside a kernel
 _SILU6_PTX = tl.constexpr(_silu_ptx(6))
 _SILU4_PTX = tl.constexpr(_silu_ptx(4))
+_SILU6_HALVED_PTX = tl.constexpr(_silu_ptx(6, halved=True))
+_SILU4_HALVED_PTX = tl.constexpr(_silu_ptx(4, halved=True))
 
 
 @Kernel
@@ -54,7 +63,8 @@ def _dwconv_glu_slots_kernel(x_ptr, w_ptr, b_ptr, out_ptr, scale_ptr,
                              H, W, F, rows_per_prog, n_slot_blocks, n_slots, groups_per_row,
                              s_xt, s_xp, s_ot, s_op,
                              HAS_BIAS: tl.constexpr, SILU_INPUT: tl.constexpr, FAST_SIGMOID: tl.constexpr,
-                             BLOCK_G: tl.constexpr, BLOCK_C: tl.constexpr, FP8_OUT: tl.constexpr = False):
+                             BLOCK_G: tl.constexpr, BLOCK_C: tl.constexpr, FP8_OUT: tl.constexpr = False,
+                             HALVED_INPUT: tl.constexpr = False, HALVED_GATE: tl.constexpr = False):
     # The module docstring has the design: slots of 4 column phases, the (frame, group) pairs flattened. A slot's
     # outer neighbours (columns 4 g - 1 and 4 g + 4 of its frame, "halo" l / r) are the only extra loads.
     pid_rw = tl.program_id(0)
@@ -78,30 +88,32 @@ def _dwconv_glu_slots_kernel(x_ptr, w_ptr, b_ptr, out_ptr, scale_ptr,
     m_2 = (ok_slot & (col0 + 2 < W))[:, None] & mask_c[None, :]
     m_3 = (ok_slot & (col0 + 3 < W))[:, None] & mask_c[None, :]
     m_r = (ok_slot & (col0 + 4 < W))[:, None] & mask_c[None, :]
-    # tap weights (9, 2F), tap = dh * 3 + dw, in registers for the whole sweep
-    wa_ptr = w_ptr + offs_c
-    wg_ptr = w_ptr + F + offs_c
-    wa0 = tl.load(wa_ptr + 0 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-    wa1 = tl.load(wa_ptr + 1 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-    wa2 = tl.load(wa_ptr + 2 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-    wa3 = tl.load(wa_ptr + 3 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-    wa4 = tl.load(wa_ptr + 4 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-    wa5 = tl.load(wa_ptr + 5 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-    wa6 = tl.load(wa_ptr + 6 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-    wa7 = tl.load(wa_ptr + 7 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-    wa8 = tl.load(wa_ptr + 8 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-    wg0 = tl.load(wg_ptr + 0 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-    wg1 = tl.load(wg_ptr + 1 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-    wg2 = tl.load(wg_ptr + 2 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-    wg3 = tl.load(wg_ptr + 3 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-    wg4 = tl.load(wg_ptr + 4 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-    wg5 = tl.load(wg_ptr + 5 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-    wg6 = tl.load(wg_ptr + 6 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-    wg7 = tl.load(wg_ptr + 7 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-    wg8 = tl.load(wg_ptr + 8 * 2 * F, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+    # tap weights (2F, 9), tap = dh * 3 + dw, in registers for the whole sweep. HALVED_GATE: the gate half's weights
+    # and bias times 1/2 (exact), so that its sums come out as the h = g / 2 that SiLU's tanh form needs
+    g_scale = 0.5 if HALVED_GATE else 1.0
+    wa_ptr = w_ptr + offs_c * 9
+    wg_ptr = w_ptr + (F + offs_c) * 9
+    wa0 = tl.load(wa_ptr + 0, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+    wa1 = tl.load(wa_ptr + 1, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+    wa2 = tl.load(wa_ptr + 2, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+    wa3 = tl.load(wa_ptr + 3, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+    wa4 = tl.load(wa_ptr + 4, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+    wa5 = tl.load(wa_ptr + 5, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+    wa6 = tl.load(wa_ptr + 6, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+    wa7 = tl.load(wa_ptr + 7, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+    wa8 = tl.load(wa_ptr + 8, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+    wg0 = tl.load(wg_ptr + 0, mask=mask_c, other=0.0).to(tl.float32)[None, :] * g_scale
+    wg1 = tl.load(wg_ptr + 1, mask=mask_c, other=0.0).to(tl.float32)[None, :] * g_scale
+    wg2 = tl.load(wg_ptr + 2, mask=mask_c, other=0.0).to(tl.float32)[None, :] * g_scale
+    wg3 = tl.load(wg_ptr + 3, mask=mask_c, other=0.0).to(tl.float32)[None, :] * g_scale
+    wg4 = tl.load(wg_ptr + 4, mask=mask_c, other=0.0).to(tl.float32)[None, :] * g_scale
+    wg5 = tl.load(wg_ptr + 5, mask=mask_c, other=0.0).to(tl.float32)[None, :] * g_scale
+    wg6 = tl.load(wg_ptr + 6, mask=mask_c, other=0.0).to(tl.float32)[None, :] * g_scale
+    wg7 = tl.load(wg_ptr + 7, mask=mask_c, other=0.0).to(tl.float32)[None, :] * g_scale
+    wg8 = tl.load(wg_ptr + 8, mask=mask_c, other=0.0).to(tl.float32)[None, :] * g_scale
     if HAS_BIAS:   # the bias starts each output row's sum (cur_* below)
         bias_a = tl.load(b_ptr + offs_c, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-        bias_g = tl.load(b_ptr + F + offs_c, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+        bias_g = tl.load(b_ptr + F + offs_c, mask=mask_c, other=0.0).to(tl.float32)[None, :] * g_scale
     else:
         bias_a = tl.zeros((1, BLOCK_C), dtype=tl.float32)
         bias_g = tl.zeros((1, BLOCK_C), dtype=tl.float32)
@@ -167,26 +179,34 @@ def _dwconv_glu_slots_kernel(x_ptr, w_ptr, b_ptr, out_ptr, scale_ptr,
         ng_3 = tl.load(rb + F + off_0 + 3 * s_xp, mask=m_3 & ok, other=0.0)
         ng_r = tl.load(rb + F + off_0 + 4 * s_xp, mask=m_r & ok, other=0.0)
         if SILU_INPUT:  # zero padding stays zero: SiLU(0) = 0
-            if FAST_SIGMOID:   # SiLU(x) = h + h tanh(h), h = x / 2: one MUFU op, one FMUL, one FMA per value
+            if FAST_SIGMOID and HALVED_INPUT:   # x holds h = x / 2 already: one MUFU op and one FMA per value
+                xa_l, xa_0, xa_1, xa_2, xa_3, xa_r = tl.inline_asm_elementwise(
+                    _SILU6_HALVED_PTX, "=r,=r,=r,=r,=r,=r,r,r,r,r,r,r", [xa_l, xa_0, xa_1, xa_2, xa_3, xa_r],
+                    dtype=(tl.float32,) * 6, is_pure=True, pack=1)
+                xg_l, xg_0, xg_1, xg_2, xg_3, xg_r = tl.inline_asm_elementwise(
+                    _SILU6_HALVED_PTX, "=r,=r,=r,=r,=r,=r,r,r,r,r,r,r", [xg_l, xg_0, xg_1, xg_2, xg_3, xg_r],
+                    dtype=(tl.float32,) * 6, is_pure=True, pack=1)
+            elif FAST_SIGMOID:   # SiLU(x) = h + h tanh(h), h = x / 2: one MUFU op, one FMUL, one FMA per value
                 xa_l, xa_0, xa_1, xa_2, xa_3, xa_r = tl.inline_asm_elementwise(
                     _SILU6_PTX, "=r,=r,=r,=r,=r,=r,r,r,r,r,r,r", [xa_l, xa_0, xa_1, xa_2, xa_3, xa_r],
                     dtype=(tl.float32,) * 6, is_pure=True, pack=1)
                 xg_l, xg_0, xg_1, xg_2, xg_3, xg_r = tl.inline_asm_elementwise(
                     _SILU6_PTX, "=r,=r,=r,=r,=r,=r,r,r,r,r,r,r", [xg_l, xg_0, xg_1, xg_2, xg_3, xg_r],
                     dtype=(tl.float32,) * 6, is_pure=True, pack=1)
-            else:
-                xa_l = xa_l * tl.sigmoid(xa_l)
-                xa_0 = xa_0 * tl.sigmoid(xa_0)
-                xa_1 = xa_1 * tl.sigmoid(xa_1)
-                xa_2 = xa_2 * tl.sigmoid(xa_2)
-                xa_3 = xa_3 * tl.sigmoid(xa_3)
-                xa_r = xa_r * tl.sigmoid(xa_r)
-                xg_l = xg_l * tl.sigmoid(xg_l)
-                xg_0 = xg_0 * tl.sigmoid(xg_0)
-                xg_1 = xg_1 * tl.sigmoid(xg_1)
-                xg_2 = xg_2 * tl.sigmoid(xg_2)
-                xg_3 = xg_3 * tl.sigmoid(xg_3)
-                xg_r = xg_r * tl.sigmoid(xg_r)
+            else:   # x * sigmoid(x) with x = in_scale * loaded value (2 for a halved input, exact)
+                in_scale = 2.0 if HALVED_INPUT else 1.0
+                xa_l = (in_scale * xa_l) * tl.sigmoid(in_scale * xa_l)
+                xa_0 = (in_scale * xa_0) * tl.sigmoid(in_scale * xa_0)
+                xa_1 = (in_scale * xa_1) * tl.sigmoid(in_scale * xa_1)
+                xa_2 = (in_scale * xa_2) * tl.sigmoid(in_scale * xa_2)
+                xa_3 = (in_scale * xa_3) * tl.sigmoid(in_scale * xa_3)
+                xa_r = (in_scale * xa_r) * tl.sigmoid(in_scale * xa_r)
+                xg_l = (in_scale * xg_l) * tl.sigmoid(in_scale * xg_l)
+                xg_0 = (in_scale * xg_0) * tl.sigmoid(in_scale * xg_0)
+                xg_1 = (in_scale * xg_1) * tl.sigmoid(in_scale * xg_1)
+                xg_2 = (in_scale * xg_2) * tl.sigmoid(in_scale * xg_2)
+                xg_3 = (in_scale * xg_3) * tl.sigmoid(in_scale * xg_3)
+                xg_r = (in_scale * xg_r) * tl.sigmoid(in_scale * xg_r)
         # input row i is kernel row dh=2 of output row i-1 (done), dh=1 of row i (p), dh=0 of row i+1 (c);
         # phase p's left / centre / right inputs are tiles p-1 / p / p+1 (l and r at the ends)
         da0 = pa0 + xa_l * wa6 + xa_0 * wa7 + xa_1 * wa8
@@ -214,7 +234,11 @@ def _dwconv_glu_slots_kernel(x_ptr, w_ptr, b_ptr, out_ptr, scale_ptr,
         cg2 = bias_g + xg_1 * wg0 + xg_2 * wg1 + xg_3 * wg2
         cg3 = bias_g + xg_2 * wg0 + xg_3 * wg1 + xg_r * wg2
         # GLU: out = a * SiLU(g)
-        if FAST_SIGMOID:
+        if HALVED_GATE:   # the sums are g / 2 already
+            dg0, dg1, dg2, dg3 = tl.inline_asm_elementwise(
+                _SILU4_HALVED_PTX, "=r,=r,=r,=r,r,r,r,r", [dg0, dg1, dg2, dg3], dtype=(tl.float32,) * 4,
+                is_pure=True, pack=1)
+        elif FAST_SIGMOID:
             dg0, dg1, dg2, dg3 = tl.inline_asm_elementwise(
                 _SILU4_PTX, "=r,=r,=r,=r,r,r,r,r", [dg0, dg1, dg2, dg3], dtype=(tl.float32,) * 4, is_pure=True,
                 pack=1)
@@ -258,14 +282,14 @@ def launch_shape(BT: int, H: int, W: int, F: int, device: torch.device) -> tuple
 
 def dwconv3x3_glu_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                          silu_input: bool = False, out: torch.Tensor | None = None,
-                         out_scale: torch.Tensor | None = None) -> torch.Tensor:
-    C = _check(x, weight, bias)
+                         out_scale: torch.Tensor | None = None, halved_input: bool = False) -> torch.Tensor:
+    C = _check(x, weight, bias, silu_input, halved_input)
     BT, H, W, _ = x.shape
     F = C // 2
     # pixels of a frame must be one strided run: (H, W, C) contiguous per frame, any frame stride
     if x.stride(3) != 1 or x.stride(2) != C or x.stride(1) != W * C:
         x = x.contiguous()
-    w = weight.reshape(C, 9).t().contiguous()     # (9, 2F): each tap's weights load as one contiguous vector
+    w = weight.reshape(C, 9).contiguous()         # (2F, 9): a view of the conv weight (loaded once per program)
     b = bias.contiguous() if bias is not None else w
     out_dtype = x.dtype if out_scale is None else torch.float8_e4m3fn
     if out is None:
@@ -275,12 +299,13 @@ def dwconv3x3_glu_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     scale = w if out_scale is None else kernel_scale(out_scale, x.device)
     if BT * H * W * F == 0:
         return out
+    fast = bool(CFG["fast_sigmoid"]) and x.is_cuda and x.element_size() == 2
     block_g, block_c, rows, slot_blocks, slots = launch_shape(BT, H, W, F, x.device)
     grid = (triton.cdiv(H, rows) * slot_blocks, triton.cdiv(F, block_c))
     _dwconv_glu_slots_kernel.on(x.device)[grid](
         x, w, b, out, scale, H, W, F, rows, slot_blocks, slots, triton.cdiv(W, 4), x.stride(0), C, out.stride(0), F,
-        HAS_BIAS=bias is not None, SILU_INPUT=bool(silu_input),
-        FAST_SIGMOID=bool(CFG["fast_sigmoid"]) and x.is_cuda and x.element_size() == 2,
-        BLOCK_G=block_g, BLOCK_C=block_c, FP8_OUT=out_scale is not None, num_warps=CFG["num_warps"],
+        HAS_BIAS=bias is not None, SILU_INPUT=bool(silu_input), FAST_SIGMOID=fast,
+        BLOCK_G=block_g, BLOCK_C=block_c, FP8_OUT=out_scale is not None,
+        HALVED_INPUT=bool(halved_input), HALVED_GATE=fast and bool(CFG["half_gate"]), num_warps=CFG["num_warps"],
     )
     return out

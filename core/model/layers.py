@@ -27,6 +27,10 @@ from core.kernels.temporal_residual import stack_temporal_taps, temporal_gated_r
 # A/B knob: SANA_VIDEO_FUSED_DWCONV=0 runs the FFN middle as SiLU -> cuDNN depthwise conv -> GLU (three passes over
 # the 2F-wide tensor) instead of the fused dwconv3x3_glu kernel
 FUSED_DWCONV = os.environ.get("SANA_VIDEO_FUSED_DWCONV", "1") not in ("", "0", "false", "False")
+# In-model A/B knobs (bench/gaps.py --ab 'core.model.layers.MIXFFN_CFG={...}'). halved_preactivation: on CUDA in eager
+# mode the inverted GEMM writes its output / 2 (alpha = 1/2, halved bias: exact), the form whose SiLU the fused
+# dwconv kernel computes without a multiply (MixFFN._inverted_halved)
+MIXFFN_CFG = {"halved_preactivation": True}
 # depthwise conv calls above this many elements are split (int32 indexing limit, as the official code does)
 _MAX_CONV_ELEMENTS = 2**30
 # additive text-mask bias of the official code and diffusers: masked keys get exp(-1e4) == 0
@@ -285,15 +289,30 @@ class MixFFN(nn.Module):
             out = torch.cat([self.depthwise(part) for part in img.split(per_call, dim=0)], dim=0)
         return out.permute(0, 2, 3, 1).reshape(b, n, c)
 
-    def _glu_middle(self, h: torch.Tensor, frames: int, height: int, width: int) -> torch.Tensor:
-        """Pre-activation h (B, N, 2F) -> SiLU -> depthwise 3x3 per frame (+bias) -> value * SiLU(gate): (B, N, F)."""
+    def _halves_preactivation(self, x: torch.Tensor) -> bool:
+        """Whether the inverted GEMM writes its output / 2 for the fused kernel (plain bf16/fp16 layer, CUDA, eager)."""
+        return (MIXFFN_CFG["halved_preactivation"] and FUSED_DWCONV and eager_kernels(x)
+                and x.dtype in (torch.bfloat16, torch.float16) and plain_linear(self.inverted)
+                and self.inverted.bias is not None)
+
+    def _inverted_halved(self, x: torch.Tensor) -> torch.Tensor:
+        """inverted(x) / 2, exactly: alpha = 1/2 and a halved bias in the GEMM's bias epilogue (scaling by a power of
+        two does not round). x (B, N, D) -> (B, N, 2F)."""
+        w = self.inverted.weight
+        out = torch.addmm(self.inverted.bias * 0.5, x.reshape(-1, x.shape[-1]), w.t(), alpha=0.5)
+        return out.view(*x.shape[:-1], w.shape[0])
+
+    def _glu_middle(self, h: torch.Tensor, frames: int, height: int, width: int, halved: bool = False
+                    ) -> torch.Tensor:
+        """Pre-activation h (B, N, 2F) -> SiLU -> depthwise 3x3 per frame (+bias) -> value * SiLU(gate): (B, N, F).
+        halved: h holds the pre-activation / 2 (fused path only)."""
         b, n, _ = h.shape
         if FUSED_DWCONV:
             # one pass (Triton on CUDA: the 2F-wide tensor is read once; reference math on the CPU); FP8 output
             # when the point conv takes FP8 input (core/kernels/fp8_out.py)
             glu = dwconv3x3_glu(h.view(b * frames, height, width, 2 * self.hidden), self.depthwise.weight,
-                                self.depthwise.bias, silu_input=True,
-                                out_scale=fp8_input_scale(self.point))     # (B*T, H', W', F)
+                                self.depthwise.bias, silu_input=True, out_scale=fp8_input_scale(self.point),
+                                halved_input=halved)                        # (B*T, H', W', F)
             return glu.view(b, n, self.hidden)
         value, gate = self._depthwise(F.silu(h), frames, height, width).chunk(2, dim=-1)
         return value * F.silu(gate)
@@ -305,8 +324,9 @@ class MixFFN(nn.Module):
         u (B, T, H'W', D) post-point-conv features). inplace=True: the residual may be updated in place (the
         caller does not need it any more)."""
         b, n, d = x.shape
-        h = self.inverted(x)                                                  # (B, N, 2F) pre-activation
-        u = self.point(self._glu_middle(h, frames, height, width)).view(b, frames, height * width, d)  # (B,T,HW,D)
+        halved = self._halves_preactivation(x)
+        h = self._inverted_halved(x) if halved else self.inverted(x)         # (B, N, 2F) pre-activation (/ 2)
+        u = self.point(self._glu_middle(h, frames, height, width, halved)).view(b, frames, height * width, d)  # (B,T,HW,D)
         prev = None if prev_frame is None else prev_frame.to(u.dtype)
         if gate.shape[1] == 1 and plain_linear(self.temporal):   # uses the weight directly: plain layers only
             return temporal_gated_residual(residual, u, gate, self.temporal.weight, prev, inplace), u
