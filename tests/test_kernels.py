@@ -220,6 +220,35 @@ def test_norms_on_load_equal_the_kernels_on_normalized_inputs(gen):
         assert rel_err(got, expected) < 1e-13
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape", LA_SHAPES)
+def test_linear_attn_state_totals(device, shape, gen):
+    """The streaming form: own state and own + previous in one pass of the partial sums; each output equal to the
+    plain kernel's own state (plus the previous state, fp32 add) and within the reference's error."""
+    from core.kernels.linear_attention_triton import linear_attn_state_totals_triton
+
+    B, N, H, d = shape
+    _, k, v = qkv_views(gen, B, N, H, d, torch.bfloat16, device)
+    cos, sin = rope_tables(gen, N, d, device)
+    k_rstd = randn(gen, B, N, dtype=torch.float32, device=device, scale=0.2, shift=1.0).abs()
+    k_weight = randn(gen, H * d, dtype=torch.bfloat16, device=device, shift=0.5)
+    prev_vk = randn(gen, B, H, d, d, dtype=torch.float32, device=device, scale=N ** 0.5)
+    prev_ks = randn(gen, B, H, d, dtype=torch.float32, device=device, scale=3.0, shift=N).abs()
+    own_vk, own_ks, vk, ks = linear_attn_state_totals_triton(k, v, cos, sin, prev_vk, prev_ks, k_weight, k_rstd)
+    plain_vk, plain_ks = linear_attn_state_triton(k, v, cos, sin, k_weight, k_rstd)
+    assert torch.equal(own_vk, plain_vk) and torch.equal(own_ks, plain_ks)
+    assert torch.equal(vk, plain_vk + prev_vk) and torch.equal(ks, plain_ks + prev_ks)
+    ref = la.linear_attn_state_totals(k.cpu(), v.cpu(), cos.cpu(), sin.cpu(), prev_vk.cpu(), prev_ks.cpu(),
+                                      k_weight.cpu(), k_rstd.cpu())
+    ref64 = la.linear_attn_state_reference(k.double(), v.double(), cos.double(), sin.double(),
+                                           k_weight=k_weight.double(), k_rstd=k_rstd.double())
+    expected = (*ref64, ref64[0] + prev_vk.double(), ref64[1] + prev_ks.double())
+    for name, got, r, r64 in zip(("own vk", "own k_sum", "vk", "k_sum"), (own_vk, own_ks, vk, ks), ref, expected):
+        assert_close_to_ref(name, got, r.to(got.device), r64, gen)
+    with pytest.raises(ValueError, match="previous state"):
+        linear_attn_state_totals_triton(k, v, cos, sin, prev_vk[..., :-1], prev_ks, k_weight, k_rstd)
+
+
 def test_linear_attn_state_empty_chunk():
     k = torch.randn(1, 0, 2, 8)
     vk, k_sum = linear_attn_state_triton(k, k, torch.zeros(0, 4), torch.zeros(0, 4))

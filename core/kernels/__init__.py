@@ -2,7 +2,8 @@
 the Triton kernel for CUDA tensors and the reference elsewhere (or when Triton cannot be imported, or when
 SANA_VIDEO_DISABLE_TRITON=1).
 
-- linear_attention: linear_attn_state(k, v, cos, sin), linear_attn_apply(q, vk, k_sum, cos, sin, eps, ...) (can apply
+- linear_attention: linear_attn_state(k, v, cos, sin), linear_attn_state_totals(k, v, cos, sin, prev_vk, prev_k_sum)
+  (streaming: own state and totals in one pass), linear_attn_apply(q, vk, k_sum, cos, sin, eps, ...) (can apply
   the q / k RMSNorms on load: q_rstd, q_weight; k_rstd, k_weight)
 - attn_fold: linear_attn_ratio(q, k_sum, cos, sin, eps, ...), fold_out_projection(weight, vk, gate): the apply step
   folded into the out projection (y = r @ M^T)

@@ -136,6 +136,23 @@ def linear_attn_state(k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: 
     return _state_impl(k, v, cos, sin, k_weight, k_rstd)
 
 
+def linear_attn_state_totals(k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                             prev_vk: torch.Tensor, prev_k_sum: torch.Tensor, k_weight: torch.Tensor | None = None,
+                             k_rstd: torch.Tensor | None = None
+                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The streaming form: (own vk, own k_sum, vk + prev_vk, k_sum + prev_k_sum), i.e. this chunk's state and the
+    totals with the previous blocks' (official: vk += cum_vk). On CUDA one pass sums the kernel's partial states and
+    adds the previous ones."""
+    extra = [t for t in (k_weight, k_rstd) if t is not None]
+    if wants_triton(k, v, cos, sin, prev_vk, prev_k_sum, *extra) and not torch.compiler.is_compiling():
+        impl = load_impl(_IMPL)
+        if impl is not None:
+            return impl.linear_attn_state_totals_triton(k, v, cos, sin, prev_vk, prev_k_sum, k_weight=k_weight,
+                                                        k_rstd=k_rstd)
+    own_vk, own_k_sum = linear_attn_state(k, v, cos, sin, k_weight, k_rstd)
+    return own_vk, own_k_sum, own_vk + prev_vk, own_k_sum + prev_k_sum
+
+
 def linear_attn_apply(q: torch.Tensor, vk: torch.Tensor, k_sum: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                       eps: float, out_scale: torch.Tensor | None = None, q_weight: torch.Tensor | None = None,
                       q_rstd: torch.Tensor | None = None) -> torch.Tensor:

@@ -40,7 +40,7 @@ _FP32_BLOCK_N = 32
 @Kernel
 def _state_kernel(k_ptr, v_ptr, cos_ptr, sin_ptr, vk_ptr, ks_ptr, kw_ptr, kr_ptr,
                   N, H, tokens_per_split,
-                  s_kb, s_kn, s_kh, s_vb, s_vn, s_vh, s_rb,
+                  s_kb, s_kn, s_kh, s_vb, s_vn, s_vh, s_rb, s_split,
                   D: tl.constexpr, HALF: tl.constexpr, D_PAD: tl.constexpr, HALF_PAD: tl.constexpr,
                   BLOCK_N: tl.constexpr, MODE: tl.constexpr, HAS_KNORM: tl.constexpr = False):
     # One program: one (batch, head) and one contiguous range of tokens; writes that range's partial state.
@@ -105,11 +105,40 @@ def _state_kernel(k_ptr, v_ptr, cos_ptr, sin_ptr, vk_ptr, ks_ptr, kw_ptr, kr_ptr
                 acc = tl.dot(vtf, p2.to(tl.float32), acc, input_precision="ieee")
                 acc = tl.dot(vtf, p1.to(tl.float32), acc, input_precision="ieee")
 
-    # partial outputs: vk (split, B*H, D, D), k_sum (split, B*H, D)
-    out_bh = split.to(tl.int64) * tl.num_programs(1) + bh
-    vk_base = vk_ptr + out_bh * (D * D)
+    # partial outputs: vk (B*H, D, D) and k_sum (B*H, D) of this split, `s_split` elements apart between splits
+    vk_base = vk_ptr + split.to(tl.int64) * s_split + bh.to(tl.int64) * (D * D)
     tl.store(vk_base + offs_d[:, None] * D + offs_d[None, :], acc, mask=mask_d[:, None] & mask_d[None, :])
-    tl.store(ks_ptr + out_bh * D + offs_d, ks, mask=mask_d)
+    tl.store(ks_ptr + split.to(tl.int64) * s_split + bh.to(tl.int64) * D + offs_d, ks, mask=mask_d)
+
+
+@Kernel
+def _sum_splits_kernel(part_ptr, prev_vk_ptr, prev_ks_ptr, own_vk_ptr, own_ks_ptr, tot_vk_ptr, tot_ks_ptr,
+                       M_VK, M, splits, s_split, HAS_PREV: tl.constexpr, BLOCK: tl.constexpr):
+    # One pass over the partial states (split, M): element m < M_VK belongs to vk, the rest to k_sum. Writes this
+    # chunk's own sums and, with HAS_PREV, the totals with the previous blocks' state. Splits are added in order
+    # (deterministic); four loads are issued before they are added, so that a thread waits for memory once per
+    # four splits instead of once per split (a masked-off split adds 0).
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < M
+    acc = tl.zeros((BLOCK,), dtype=tl.float32)
+    zero = offs * 0      # split conditions as vectors: the interpreter cannot mask with a scalar
+    for sp in range(0, splits, 4):
+        p = part_ptr + sp * s_split + offs
+        a0 = tl.load(p, mask=mask, other=0.0)
+        a1 = tl.load(p + s_split, mask=mask & (zero + sp + 1 < splits), other=0.0)
+        a2 = tl.load(p + 2 * s_split, mask=mask & (zero + sp + 2 < splits), other=0.0)
+        a3 = tl.load(p + 3 * s_split, mask=mask & (zero + sp + 3 < splits), other=0.0)
+        acc = (((acc + a0) + a1) + a2) + a3
+    is_vk = offs < M_VK
+    m_vk = mask & is_vk
+    m_ks = mask & (offs >= M_VK)
+    tl.store(own_vk_ptr + offs, acc, mask=m_vk)
+    tl.store(own_ks_ptr + (offs - M_VK), acc, mask=m_ks)
+    if HAS_PREV:
+        prev = (tl.load(prev_vk_ptr + offs, mask=m_vk, other=0.0)
+                + tl.load(prev_ks_ptr + (offs - M_VK), mask=m_ks, other=0.0))
+        tl.store(tot_vk_ptr + offs, acc + prev, mask=m_vk)
+        tl.store(tot_ks_ptr + (offs - M_VK), acc + prev, mask=m_ks)
 
 
 @Kernel
@@ -243,20 +272,27 @@ def _norm_on_load_args(name: str, weight: torch.Tensor | None, rstd: torch.Tenso
     return w, r, r.stride(0) if rstd is not None else 0
 
 
-def linear_attn_state_triton(k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                             k_weight: torch.Tensor | None = None, k_rstd: torch.Tensor | None = None
-                             ) -> tuple[torch.Tensor, torch.Tensor]:
-    """vk (B, H, d, d) fp32 and k_sum (B, H, d) fp32 of this chunk (same contract as the reference, k_weight and
-    k_rstd included: both or neither)."""
+def _state_totals(k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                  k_weight: torch.Tensor | None, k_rstd: torch.Tensor | None,
+                  prev_vk: torch.Tensor | None, prev_k_sum: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+    """(own vk, own k_sum) or, with the previous state, (own vk, own k_sum, vk, k_sum) with the totals."""
     cos, sin = _check_rope("k", k, cos, sin)
     if v.shape != k.shape:
         raise ValueError(f"v {tuple(v.shape)} must match k {tuple(k.shape)}")
     k, v = _last_dim_contiguous(k), _last_dim_contiguous(v)
     B, N, H, d = k.shape
     device = k.device
+    with_prev = prev_vk is not None
+    if with_prev:
+        if tuple(prev_vk.shape) != (B, H, d, d) or tuple(prev_k_sum.shape) != (B, H, d):
+            raise ValueError(f"previous state must be (B, H, d, d) / (B, H, d) = {(B, H, d, d)} / {(B, H, d)}, got "
+                             f"{tuple(prev_vk.shape)} / {tuple(prev_k_sum.shape)}")
+        prev_vk = prev_vk.to(torch.float32).contiguous()
+        prev_k_sum = prev_k_sum.to(torch.float32).contiguous()
     if N == 0 or B * H == 0:
-        return (torch.zeros((B, H, d, d), dtype=torch.float32, device=device),
-                torch.zeros((B, H, d), dtype=torch.float32, device=device))
+        own = (torch.zeros((B, H, d, d), dtype=torch.float32, device=device),
+               torch.zeros((B, H, d), dtype=torch.float32, device=device))
+        return (*own, prev_vk.clone(), prev_k_sum.clone()) if with_prev else own
     if (k_weight is None) != (k_rstd is None):
         raise ValueError("k_weight and k_rstd come together")
     kw, kr, kr_stride = _norm_on_load_args("k", k_weight, k_rstd, B, N, H, d, k)
@@ -266,19 +302,45 @@ def linear_attn_state_triton(k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor
     block_n = cfg["block_n"] if mode != 0 else _FP32_BLOCK_N
     # enough programs for a few waves: B*H is only 20-40, so the tokens are split and the partial states summed
     splits, tokens_per_split = _token_split(N, block_n, cfg["waves"], B * H, device)
-    vk_part = empty((splits, B * H, d, d), torch.float32, device)
-    ks_part = empty((splits, B * H, d), torch.float32, device)
+    m_vk, m_ks = B * H * d * d, B * H * d
+    part = empty((splits, m_vk + m_ks), torch.float32, device)          # per split: vk (B*H, d, d), then k_sum
     _state_kernel.on(device)[(splits, B * H)](
-        k, v, cos, sin, vk_part, ks_part, kw, kr,
+        k, v, cos, sin, part, part[:, m_vk:], kw, kr,
         N, H, tokens_per_split,
         k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
-        kr_stride,
+        kr_stride, part.stride(0),
         D=d, HALF=d // 2, D_PAD=d_pad, HALF_PAD=half_pad, BLOCK_N=block_n, MODE=mode, HAS_KNORM=k_rstd is not None,
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
-    vk = vk_part[0] if splits == 1 else vk_part.sum(dim=0)
-    k_sum = ks_part[0] if splits == 1 else ks_part.sum(dim=0)
-    return vk.view(B, H, d, d), k_sum.view(B, H, d)
+    if splits == 1 and not with_prev:
+        return part[0, :m_vk].view(B, H, d, d), part[0, m_vk:].view(B, H, d)
+    own_vk = empty((B, H, d, d), torch.float32, device)
+    own_ks = empty((B, H, d), torch.float32, device)
+    tot_vk = empty((B, H, d, d), torch.float32, device) if with_prev else own_vk
+    tot_ks = empty((B, H, d), torch.float32, device) if with_prev else own_ks
+    block = 512
+    _sum_splits_kernel.on(device)[(triton.cdiv(m_vk + m_ks, block),)](
+        part, prev_vk if with_prev else part, prev_k_sum if with_prev else part, own_vk, own_ks, tot_vk, tot_ks,
+        m_vk, m_vk + m_ks, splits, part.stride(0), HAS_PREV=with_prev, BLOCK=block, num_warps=4,
+    )
+    return (own_vk, own_ks, tot_vk, tot_ks) if with_prev else (own_vk, own_ks)
+
+
+def linear_attn_state_triton(k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                             k_weight: torch.Tensor | None = None, k_rstd: torch.Tensor | None = None
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """vk (B, H, d, d) fp32 and k_sum (B, H, d) fp32 of this chunk (same contract as the reference, k_weight and
+    k_rstd included: both or neither)."""
+    return _state_totals(k, v, cos, sin, k_weight, k_rstd, None, None)
+
+
+def linear_attn_state_totals_triton(k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                                    prev_vk: torch.Tensor, prev_k_sum: torch.Tensor,
+                                    k_weight: torch.Tensor | None = None, k_rstd: torch.Tensor | None = None
+                                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(own vk, own k_sum, vk + prev_vk, k_sum + prev_k_sum): the chunk's state and the totals, the partial sums
+    reduced and the previous state added in one pass."""
+    return _state_totals(k, v, cos, sin, k_weight, k_rstd, prev_vk, prev_k_sum)
 
 
 def linear_attn_apply_triton(q: torch.Tensor, vk: torch.Tensor, k_sum: torch.Tensor, cos: torch.Tensor,

@@ -20,7 +20,7 @@ from core.kernels.fp8_out import fp8_input_scale
 from core.kernels.fp8_residual import gated_residual, stack_taps_e4m3
 from core.kernels.gate_fold import linear_per_sample_bias
 from core.kernels.layernorm_modulate import add_layernorm_modulate, layernorm_modulate
-from core.kernels.linear_attention import linear_attn_apply, linear_attn_state
+from core.kernels.linear_attention import linear_attn_apply, linear_attn_state, linear_attn_state_totals
 from core.kernels.rms_norm import qk_rms_reciprocals, rms_norm, rms_reciprocal
 from core.kernels.temporal_residual import stack_temporal_taps, temporal_gated_residual
 
@@ -193,10 +193,10 @@ class LinearSelfAttention(nn.Module):
                k_rstd: torch.Tensor | None, prev_vk: torch.Tensor | None, prev_k_sum: torch.Tensor | None
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """This chunk's own (vk, k_sum) and the totals with the previous blocks' state (official: vk += cum_vk)."""
-        own_vk, own_k_sum = linear_attn_state(k, v, cos, sin, k_weight, k_rstd)
         if prev_vk is None:
+            own_vk, own_k_sum = linear_attn_state(k, v, cos, sin, k_weight, k_rstd)
             return own_vk, own_k_sum, own_vk, own_k_sum
-        return own_vk, own_k_sum, own_vk + prev_vk, own_k_sum + prev_k_sum
+        return linear_attn_state_totals(k, v, cos, sin, prev_vk, prev_k_sum, k_weight, k_rstd)
 
 
 class CrossAttention(nn.Module):
