@@ -99,6 +99,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="skip the per-kernel section (each Triton kernel vs eager PyTorch at the block's sizes)")
     p.add_argument("--sweep", action="store_true",
                    help="only sweep the Triton kernels' launch settings at one block's sizes (writes sweep.json)")
+    p.add_argument("--sweep-only", default=None, metavar="TEXT",
+                   help="with --sweep: only the ops whose name contains TEXT (e.g. dwconv)")
     p.add_argument("--tune", action="store_true",
                    help="sweep first, keep each kernel's fastest accurate setting, then run the benchmark")
     p.add_argument("--time-budget", type=float, default=330.0,
@@ -338,7 +340,8 @@ def kernel_bench(device: torch.device, dtype: torch.dtype, tiny: bool) -> list[d
 
 # ------------------------------------------------------------------ launch-setting sweep
 
-def kernel_sweep(device: torch.device, dtype: torch.dtype, out_dir: Path, tiny: bool = False) -> list[dict[str, Any]]:
+def kernel_sweep(device: torch.device, dtype: torch.dtype, out_dir: Path, tiny: bool = False,
+                 only: str | None = None) -> list[dict[str, Any]]:
     """Time the linear-attention and dwconv kernels under several launch settings at one LongSANA block's sizes,
     with each setting's error against the fp32 reference; plus the neighbours they compete with (cuDNN depthwise,
     a SiLU pass, SDPA cross attention with and without the additive mask)."""
@@ -369,6 +372,8 @@ def kernel_sweep(device: torch.device, dtype: torch.dtype, out_dir: Path, tiny: 
     rows: list[dict[str, Any]] = []
 
     def record(op: str, cfg: dict, fn, check=None):
+        if only is not None and only not in op:
+            return
         row: dict[str, Any] = {"op": op, "cfg": dict(cfg)}
         try:
             with torch.no_grad():
@@ -420,10 +425,16 @@ def kernel_sweep(device: torch.device, dtype: torch.dtype, out_dir: Path, tiny: 
     for silu in (True, False):
         # (block_g, block_c, warps); registers from the offline SASS (sm_90, triton 3.6) in the comment
         settings = [{"block_g": 8, "block_c": 32, "num_warps": 4},      # 128 registers
-                    {"block_g": 16, "block_c": 32, "num_warps": 4}]     # 249
+                    {"block_g": 16, "block_c": 32, "num_warps": 4},     # 249
+                    {"stages": 2}, {"stages": 3}, {"stages": 4},         # loads pipelined by Triton (cp.async)
+                    {"half_gate": False}]
         sweep(f"dwconv_glu silu={silu}", dwt, "CFG", settings if silu else settings[:1],
               lambda silu=silu: dwt.dwconv3x3_glu_triton(h, conv_w, conv_b, silu),
               lambda got, silu=silu: rel_err(got, ref_dw[silu]))
+    h_half = h * 0.5   # as the model's inverted GEMM writes it (alpha = 1/2)
+    record("dwconv_glu silu=True halved input", dwt.CFG,
+           lambda: dwt.dwconv3x3_glu_triton(h_half, conv_w, conv_b, True, halved_input=True),
+           lambda got: rel_err(got, ref_dw[True]))
 
     from core.kernels import layernorm_modulate as lnm
     from core.kernels import layernorm_modulate_triton as lnt
@@ -550,7 +561,7 @@ def main(argv: list[str] | None = None) -> int:
           flush=True)
     t_start = time.perf_counter()
     if args.sweep or args.tune:
-        rows = kernel_sweep(device, dtype, out_dir, args.tiny)
+        rows = kernel_sweep(device, dtype, out_dir, args.tiny, args.sweep_only)
         if args.sweep:
             return 0
         report["tuned"] = apply_fastest(rows)

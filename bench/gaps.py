@@ -10,7 +10,7 @@ For one case of bench/dit.py (ours only, random weights), in one process:
               the span (first kernel start to last kernel end); span - busy = idle gaps inside the forward
 With --clocks, nvidia-smi samples SM clock and power every 100 ms (written with phase marks to gaps_clocks.csv).
 
-H100:  python bench/gaps.py [--case block] [--clocks]        (writes gaps.json to $OUT)
+H100:  python bench/gaps.py [--case block] [--clocks] [--shapes]   (writes gaps.json, with --shapes gaps_ops.txt, to $OUT)
 """
 
 from __future__ import annotations
@@ -129,6 +129,18 @@ def profiled(fn, reps: int) -> dict:
     return {"calls": calls}
 
 
+def op_table(fn, rows: int = 60) -> str:
+    """One profiled call as a table of aten ops with their input shapes and GPU time (to tell which call launches
+    which small kernel)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], record_shapes=True) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return prof.key_averages(group_by_input_shape=True).table(sort_by="self_device_time_total", row_limit=rows,
+                                                               max_name_column_width=48, max_shapes_column_width=90)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--case", default="block", choices=sorted(CASES))
@@ -141,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
                         "comparison (in-model A/B)")
     p.add_argument("--ab-blas", default=None, metavar="LIB",
                    help="also an eager variant with torch's preferred BLAS back end set to LIB (e.g. cublaslt)")
+    p.add_argument("--shapes", action="store_true",
+                   help="also profile one call by aten op and input shapes (gaps_ops.txt)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
@@ -177,6 +191,10 @@ def main(argv: list[str] | None = None) -> int:
         report["synced_again"] = synced(fn, args.reps)
         mark("profile")
         report["profile"] = profiled(fn, 3)
+        if args.shapes:
+            table = op_table(fn)
+            (out / "gaps_ops.txt").write_text(table)
+            print(table)
         mark("graph")
         replay = graphed(fn, device)
         report["graph"] = synced(replay, args.reps)
