@@ -179,20 +179,14 @@ def _dwconv_glu_slots_kernel(x_ptr, w_ptr, b_ptr, out_ptr, scale_ptr,
         ng_3 = tl.load(rb + F + off_0 + 3 * s_xp, mask=m_3 & ok, other=0.0)
         ng_r = tl.load(rb + F + off_0 + 4 * s_xp, mask=m_r & ok, other=0.0)
         if SILU_INPUT:  # zero padding stays zero: SiLU(0) = 0
-            if FAST_SIGMOID and HALVED_INPUT:   # x holds h = x / 2 already: one MUFU op and one FMA per value
+            if FAST_SIGMOID:   # SiLU(x) = h + h tanh(h), h = x / 2: one MUFU op, one FMA (and the FMUL for h unless
+                # the input holds h already) per value
                 xa_l, xa_0, xa_1, xa_2, xa_3, xa_r = tl.inline_asm_elementwise(
-                    _SILU6_HALVED_PTX, "=r,=r,=r,=r,=r,=r,r,r,r,r,r,r", [xa_l, xa_0, xa_1, xa_2, xa_3, xa_r],
-                    dtype=(tl.float32,) * 6, is_pure=True, pack=1)
+                    _SILU6_HALVED_PTX if HALVED_INPUT else _SILU6_PTX, "=r,=r,=r,=r,=r,=r,r,r,r,r,r,r",
+                    [xa_l, xa_0, xa_1, xa_2, xa_3, xa_r], dtype=(tl.float32,) * 6, is_pure=True, pack=1)
                 xg_l, xg_0, xg_1, xg_2, xg_3, xg_r = tl.inline_asm_elementwise(
-                    _SILU6_HALVED_PTX, "=r,=r,=r,=r,=r,=r,r,r,r,r,r,r", [xg_l, xg_0, xg_1, xg_2, xg_3, xg_r],
-                    dtype=(tl.float32,) * 6, is_pure=True, pack=1)
-            elif FAST_SIGMOID:   # SiLU(x) = h + h tanh(h), h = x / 2: one MUFU op, one FMUL, one FMA per value
-                xa_l, xa_0, xa_1, xa_2, xa_3, xa_r = tl.inline_asm_elementwise(
-                    _SILU6_PTX, "=r,=r,=r,=r,=r,=r,r,r,r,r,r,r", [xa_l, xa_0, xa_1, xa_2, xa_3, xa_r],
-                    dtype=(tl.float32,) * 6, is_pure=True, pack=1)
-                xg_l, xg_0, xg_1, xg_2, xg_3, xg_r = tl.inline_asm_elementwise(
-                    _SILU6_PTX, "=r,=r,=r,=r,=r,=r,r,r,r,r,r,r", [xg_l, xg_0, xg_1, xg_2, xg_3, xg_r],
-                    dtype=(tl.float32,) * 6, is_pure=True, pack=1)
+                    _SILU6_HALVED_PTX if HALVED_INPUT else _SILU6_PTX, "=r,=r,=r,=r,=r,=r,r,r,r,r,r,r",
+                    [xg_l, xg_0, xg_1, xg_2, xg_3, xg_r], dtype=(tl.float32,) * 6, is_pure=True, pack=1)
             else:   # x * sigmoid(x) with x = in_scale * loaded value (2 for a halved input, exact)
                 in_scale = 2.0 if HALVED_INPUT else 1.0
                 xa_l = (in_scale * xa_l) * tl.sigmoid(in_scale * xa_l)
@@ -234,14 +228,10 @@ def _dwconv_glu_slots_kernel(x_ptr, w_ptr, b_ptr, out_ptr, scale_ptr,
         cg2 = bias_g + xg_1 * wg0 + xg_2 * wg1 + xg_3 * wg2
         cg3 = bias_g + xg_2 * wg0 + xg_3 * wg1 + xg_r * wg2
         # GLU: out = a * SiLU(g)
-        if HALVED_GATE:   # the sums are g / 2 already
+        if FAST_SIGMOID:   # HALVED_GATE: the sums are g / 2 already
             dg0, dg1, dg2, dg3 = tl.inline_asm_elementwise(
-                _SILU4_HALVED_PTX, "=r,=r,=r,=r,r,r,r,r", [dg0, dg1, dg2, dg3], dtype=(tl.float32,) * 4,
-                is_pure=True, pack=1)
-        elif FAST_SIGMOID:
-            dg0, dg1, dg2, dg3 = tl.inline_asm_elementwise(
-                _SILU4_PTX, "=r,=r,=r,=r,r,r,r,r", [dg0, dg1, dg2, dg3], dtype=(tl.float32,) * 4, is_pure=True,
-                pack=1)
+                _SILU4_HALVED_PTX if HALVED_GATE else _SILU4_PTX, "=r,=r,=r,=r,r,r,r,r", [dg0, dg1, dg2, dg3],
+                dtype=(tl.float32,) * 4, is_pure=True, pack=1)
         else:
             dg0 = dg0 * tl.sigmoid(dg0)
             dg1 = dg1 * tl.sigmoid(dg1)

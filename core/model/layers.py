@@ -326,7 +326,8 @@ class MixFFN(nn.Module):
         b, n, d = x.shape
         halved = self._halves_preactivation(x)
         h = self._inverted_halved(x) if halved else self.inverted(x)         # (B, N, 2F) pre-activation (/ 2)
-        u = self.point(self._glu_middle(h, frames, height, width, halved)).view(b, frames, height * width, d)  # (B,T,HW,D)
+        glu = self._glu_middle(h, frames, height, width, halved)                   # (B, N, F)
+        u = self.point(glu).view(b, frames, height * width, d)                      # (B, T, HW, D)
         prev = None if prev_frame is None else prev_frame.to(u.dtype)
         if gate.shape[1] == 1 and plain_linear(self.temporal):   # uses the weight directly: plain layers only
             return temporal_gated_residual(residual, u, gate, self.temporal.weight, prev, inplace), u
