@@ -51,11 +51,19 @@ def _silu_ptx(n: int, halved: bool = False) -> str:
     return "{ .reg .f32 h, t; " + body + "}"
 
 
-# module-level constants must be constexpr to be read inside a kernel
-_SILU6_PTX = tl.constexpr(_silu_ptx(6))
+def _silu_constraints(n: int) -> str:
+    """inline_asm_elementwise constraints for _silu_ptx(n): n 32-bit outputs, then n inputs."""
+    return ",".join(["=r"] * n + ["r"] * n)
+
+
+# module-level constants must be constexpr to be read inside a kernel. 12: the six input tiles of both GLU halves of
+# a row; 4: the four gate phases.
+_SILU12_PTX = tl.constexpr(_silu_ptx(12))
+_SILU12_HALVED_PTX = tl.constexpr(_silu_ptx(12, halved=True))
+_SILU12_CONSTRAINTS = tl.constexpr(_silu_constraints(12))
 _SILU4_PTX = tl.constexpr(_silu_ptx(4))
-_SILU6_HALVED_PTX = tl.constexpr(_silu_ptx(6, halved=True))
 _SILU4_HALVED_PTX = tl.constexpr(_silu_ptx(4, halved=True))
+_SILU4_CONSTRAINTS = tl.constexpr(_silu_constraints(4))
 
 
 @Kernel
@@ -181,12 +189,10 @@ def _dwconv_glu_slots_kernel(x_ptr, w_ptr, b_ptr, out_ptr, scale_ptr,
         if SILU_INPUT:  # zero padding stays zero: SiLU(0) = 0
             if FAST_SIGMOID:   # SiLU(x) = h + h tanh(h), h = x / 2: one MUFU op, one FMA (and the FMUL for h unless
                 # the input holds h already) per value
-                xa_l, xa_0, xa_1, xa_2, xa_3, xa_r = tl.inline_asm_elementwise(
-                    _SILU6_HALVED_PTX if HALVED_INPUT else _SILU6_PTX, "=r,=r,=r,=r,=r,=r,r,r,r,r,r,r",
-                    [xa_l, xa_0, xa_1, xa_2, xa_3, xa_r], dtype=(tl.float32,) * 6, is_pure=True, pack=1)
-                xg_l, xg_0, xg_1, xg_2, xg_3, xg_r = tl.inline_asm_elementwise(
-                    _SILU6_HALVED_PTX if HALVED_INPUT else _SILU6_PTX, "=r,=r,=r,=r,=r,=r,r,r,r,r,r,r",
-                    [xg_l, xg_0, xg_1, xg_2, xg_3, xg_r], dtype=(tl.float32,) * 6, is_pure=True, pack=1)
+                xa_l, xa_0, xa_1, xa_2, xa_3, xa_r, xg_l, xg_0, xg_1, xg_2, xg_3, xg_r = tl.inline_asm_elementwise(
+                    _SILU12_HALVED_PTX if HALVED_INPUT else _SILU12_PTX, _SILU12_CONSTRAINTS,
+                    [xa_l, xa_0, xa_1, xa_2, xa_3, xa_r, xg_l, xg_0, xg_1, xg_2, xg_3, xg_r],
+                    dtype=(tl.float32,) * 12, is_pure=True, pack=1)
             else:   # x * sigmoid(x) with x = in_scale * loaded value (2 for a halved input, exact)
                 in_scale = 2.0 if HALVED_INPUT else 1.0
                 xa_l = (in_scale * xa_l) * tl.sigmoid(in_scale * xa_l)
@@ -230,7 +236,7 @@ def _dwconv_glu_slots_kernel(x_ptr, w_ptr, b_ptr, out_ptr, scale_ptr,
         # GLU: out = a * SiLU(g)
         if FAST_SIGMOID:   # HALVED_GATE: the sums are g / 2 already
             dg0, dg1, dg2, dg3 = tl.inline_asm_elementwise(
-                _SILU4_HALVED_PTX if HALVED_GATE else _SILU4_PTX, "=r,=r,=r,=r,r,r,r,r", [dg0, dg1, dg2, dg3],
+                _SILU4_HALVED_PTX if HALVED_GATE else _SILU4_PTX, _SILU4_CONSTRAINTS, [dg0, dg1, dg2, dg3],
                 dtype=(tl.float32,) * 4, is_pure=True, pack=1)
         else:
             dg0 = dg0 * tl.sigmoid(dg0)
