@@ -426,7 +426,6 @@ def kernel_sweep(device: torch.device, dtype: torch.dtype, out_dir: Path, tiny: 
         # (block_g, block_c, warps); registers from the offline SASS (sm_90, triton 3.6) in the comment
         settings = [{"block_g": 8, "block_c": 32, "num_warps": 4},      # 128 registers
                     {"block_g": 16, "block_c": 32, "num_warps": 4},     # 249
-                    {"stages": 2}, {"stages": 3}, {"stages": 4},         # loads pipelined by Triton (cp.async)
                     {"half_gate": False}]
         sweep(f"dwconv_glu silu={silu}", dwt, "CFG", settings if silu else settings[:1],
               lambda silu=silu: dwt.dwconv3x3_glu_triton(h, conv_w, conv_b, silu),
