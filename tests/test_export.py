@@ -154,25 +154,47 @@ def test_png_frames(tmp_path):
     assert np.array_equal(image, frames[1])  # PNG is lossless
 
 
+def _distinct_frames(count: int, height: int = 32, width: int = 48) -> np.ndarray:
+    """Smooth frames that x264 keeps closely and that differ from each other: a gradient and a bright square that
+    moves 2 px per frame. (count, H, W, 3) uint8"""
+    y, x = np.mgrid[0:height, 0:width]
+    frames = np.empty((count, height, width, 3), dtype=np.uint8)
+    for k in range(count):
+        frame = np.stack([x * 2, y * 3, np.full_like(x, 40 + 8 * k)], axis=-1)
+        frame[4:14, 2 + 2 * k % (width - 12):12 + 2 * k % (width - 12)] = 250
+        frames[k] = np.clip(frame, 0, 255)
+    return frames
+
+
 def test_streaming_writer_equals_one_shot_and_abort_leaves_nothing(tmp_path):
-    """Frames fed block by block from the generation loop give the same video as write_mp4 on all frames."""
+    """Frames fed block by block from the generation loop give the same video as write_mp4 on all frames.
+
+    Not compared bit for bit: libx264 with frame threads is not reproducible under CPU load (on a 2-core CI machine
+    with 3 busy processes, 5 of 300 pairs of encodes of the same frames differed; with threads=1, 0 of 300). So each
+    decoded frame must be its own source frame, closely, in order, in both files."""
     import av
 
     from core.export import StreamingMp4Writer, read_mp4_info, write_mp4
 
-    rng = np.random.default_rng(0)
-    blocks = [rng.integers(0, 256, (n, 32, 48, 3), dtype=np.uint8) for n in (9, 8, 8)]
+    frames = _distinct_frames(25)
+    blocks = np.split(frames, [9, 17])  # 9 + 8 + 8, as the engine's first and later blocks
     streamed = StreamingMp4Writer(tmp_path / "streamed.mp4", metadata={"seed": 1}, max_queued_frames=4)
     for block in blocks:
         streamed.add(block)
     path = streamed.close()
-    one_shot = write_mp4(tmp_path / "one_shot.mp4", np.concatenate(blocks), metadata={"seed": 1})
+    one_shot = write_mp4(tmp_path / "one_shot.mp4", frames, metadata={"seed": 1})
     assert read_mp4_info(path)["frames"] == 25 == read_mp4_info(one_shot)["frames"]
+    assert read_mp4_info(path)["metadata"] == {"seed": 1}
 
     def decoded(p):
         with av.open(str(p)) as c:
-            return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
-    assert all(np.array_equal(a, b) for a, b in zip(decoded(path), decoded(one_shot)))
+            return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)]).astype(np.int16)
+    source = frames.astype(np.int16)
+    for video in (decoded(path), decoded(one_shot)):
+        # (decoded frame, source frame) mean absolute error: small on the diagonal, the nearest source is its own
+        error = np.abs(video[:, None] - source[None]).mean(axis=(2, 3, 4))  # (25, 25)
+        assert np.diagonal(error).max() < 4.0  # 2.5 measured: yuv420p's chroma and rounding; other frames >= 7.6
+        assert (error.argmin(axis=1) == np.arange(25)).all()
 
     aborted = StreamingMp4Writer(tmp_path / "aborted.mp4")
     aborted.add(blocks[0])
